@@ -1,0 +1,48 @@
+# Two entry points, both self-installing on a fresh Debian machine:
+#   make up    — install, then run SMCP with a demo tenant and server
+#   make test  — install everything the tests need, then run the whole suite
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+export WRANGLER_SEND_METRICS := false
+export CLOUDFLARE_CF_FETCH_ENABLED := false
+export DO_NOT_TRACK := 1
+
+.PHONY: up test bench system-deps python-deps node-deps clean
+
+system-deps:
+	@missing=""; \
+	command -v bwrap >/dev/null || missing="$$missing bubblewrap"; \
+	$(PYTHON) -c 'import ensurepip' 2>/dev/null || missing="$$missing python3-venv"; \
+	command -v npm >/dev/null || missing="$$missing nodejs npm"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  else echo "SMCP needs:$$missing — run: sudo apt-get install$$missing"; exit 1; fi; \
+	fi
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+python-deps: system-deps $(VENV)/.installed
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+node-deps: system-deps node_modules/.installed
+
+up: python-deps node-deps
+	$(VENV)/bin/smcp up
+
+test: python-deps node-deps
+	$(PY) -m pytest -q
+
+bench: python-deps
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) node_modules .smcp

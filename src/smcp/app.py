@@ -1,0 +1,100 @@
+"""Composition root: builds the store, runtime, gateway and control API, and their lifespan."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Mount, Route
+
+from smcp import __version__
+from smcp.auth.cache import CachedAuthenticator
+from smcp.config import Settings
+from smcp.control import create_control_app
+from smcp.gateway import Gateway
+from smcp.gateway.asgi import Receive, Scope, Send
+from smcp.runtime.local import LocalRuntime
+from smcp.store import Store
+
+log = logging.getLogger("smcp")
+
+
+def ensure_admin_token(settings: Settings) -> str:
+    """The management API's token: from settings, else generated once into data_dir (0600)."""
+    if settings.admin_token:
+        return settings.admin_token
+    path = settings.data_dir / "admin-token"
+    if path.exists():
+        return path.read_text().strip()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    token = "smcpadm_" + secrets.token_urlsafe(32)
+    path.touch(mode=0o600)
+    path.write_text(token + "\n")
+    return token
+
+
+class Platform:
+    """Everything one node runs. The ASGI entry sends /t/… straight to the gateway
+    (the hot path skips framework routing) and the rest to Starlette."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        settings.admin_token = ensure_admin_token(settings)
+        self.store: Store | None = None
+        self.runtime: LocalRuntime | None = None
+        self.gateway: Gateway | None = None
+        self._rest = Starlette(routes=[], lifespan=self._lifespan)
+
+    @asynccontextmanager
+    async def _lifespan(self, _app: Starlette) -> Any:
+        settings = self.settings
+        self.store = store = await Store.open(settings)
+        self.runtime = runtime = LocalRuntime(settings, store.tenants.sandbox_uid)
+        self.gateway = gateway = Gateway(
+            settings,
+            CachedAuthenticator(store.api_keys.authenticate, settings.auth_cache_ttl_s),
+            store.servers.live_revision,
+            runtime,
+        )
+        await gateway.start()
+        control = create_control_app(settings, store, runtime)
+        self._rest.router.routes[:] = [
+            Route("/", self._index),
+            Mount("/api/v1", app=control),
+        ]
+        log.info("SMCP %s serving on %s", __version__, settings.base_url)
+        try:
+            yield
+        finally:
+            await gateway.aclose()
+            await runtime.aclose()
+            await store.close()
+
+    async def _index(self, _request: Request) -> JSONResponse:
+        return JSONResponse(
+            {
+                "name": "smcp",
+                "version": __version__,
+                "mcp_endpoint": f"{self.settings.base_url}/t/{{tenant}}/{{server}}/mcp",
+                "api": f"{self.settings.base_url}/api/v1",
+                "openapi": f"{self.settings.base_url}/api/v1/openapi.json",
+            }
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/t/") and self.gateway is not None:
+            await self.gateway(scope, receive, send)
+            return
+        await self._rest(scope, receive, send)
+
+
+def create_app(settings: Settings | None = None) -> Platform:
+    return Platform(settings or Settings())
+
+

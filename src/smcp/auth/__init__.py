@@ -1,0 +1,1 @@
+"""Who is calling: API keys, the admin token; OAuth arrives here too."""

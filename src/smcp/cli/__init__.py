@@ -1,0 +1,1 @@
+"""The `smcp` command: a thin client of the management API (plus `smcp up`/`serve`)."""

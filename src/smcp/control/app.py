@@ -1,0 +1,35 @@
+"""The management API as one FastAPI app, meant to be mounted at /api/v1.
+
+Routes are declared relative ("/tenants"); FastAPI derives the docs page's link to
+the OpenAPI document and the document's `servers` entry from the mount's root_path,
+so /api/v1/docs and /api/v1/openapi.json work wherever the lead mounts it.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+import smcp
+from smcp.config import Settings
+from smcp.control.context import Context
+from smcp.control.errors import install_error_handlers
+from smcp.control.routes import servers, system, tenants
+from smcp.runtime.interface import Runtime
+from smcp.store import Store
+
+
+def create_control_app(settings: Settings, store: Store, runtime: Runtime) -> FastAPI:
+    app = FastAPI(
+        title="SMCP management API",
+        version=smcp.__version__,
+        description="Tenants, API keys, deployments and servers of an SMCP node.",
+        openapi_url="/openapi.json",
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.smcp = Context(settings=settings, store=store, runtime=runtime)
+    install_error_handlers(app)
+    app.include_router(system.router)
+    app.include_router(tenants.router)
+    app.include_router(servers.router)
+    return app

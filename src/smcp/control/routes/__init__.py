@@ -1,0 +1,1 @@
+"""Route modules of the management API, one concern each."""

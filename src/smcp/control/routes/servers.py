@@ -1,0 +1,113 @@
+"""Deployments, servers, their revisions, instances and logs."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request, Response, status
+
+from smcp.control import deploy as deploying
+from smcp.control.auth import allow
+from smcp.control.context import Context, get_context
+from smcp.control.schemas import ERROR_RESPONSES, Deployment, InstanceOut, Items, LogLineOut, RevisionOut, ServerOut
+
+router = APIRouter(tags=["servers"], responses=ERROR_RESPONSES)
+Ctx = Annotated[Context, Depends(get_context)]
+
+_BUNDLE_BODY = {
+    "requestBody": {
+        "required": True,
+        "description": "The server bundle: a .tar.gz of a directory with smcp.toml at its root.",
+        "content": {"application/gzip": {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
+
+
+@router.post(
+    "/tenants/{tenant}/deployments",
+    status_code=status.HTTP_201_CREATED,
+    response_model=Deployment,
+    openapi_extra=_BUNDLE_BODY,
+    dependencies=[allow("servers.deploy")],
+    summary="Deploy a bundle as a new live revision",
+)
+async def create_deployment(tenant: str, request: Request, ctx: Ctx) -> Deployment:
+    # Fail fast on an unknown tenant before reading a body of up to max_bundle_bytes.
+    await ctx.store.tenants.require(tenant)
+    data = await deploying.read_bundle(request, ctx.settings.max_bundle_bytes)
+    revision = await deploying.deploy(ctx, tenant, data)
+    return Deployment(
+        server=revision.server,
+        revision=RevisionOut.of(revision),
+        url=ctx.settings.server_url(tenant, revision.server),
+    )
+
+
+@router.get("/tenants/{tenant}/servers", response_model=Items[ServerOut], dependencies=[allow("servers.list")])
+async def list_servers(tenant: str, ctx: Ctx) -> Items[ServerOut]:
+    await ctx.store.tenants.require(tenant)
+    servers = await ctx.store.servers.list(tenant)
+    return Items(
+        items=[
+            ServerOut.of(
+                s,
+                url=ctx.settings.server_url(tenant, s.name),
+                instances=len(ctx.runtime.instances(tenant, s.name)),
+            )
+            for s in servers
+        ]
+    )
+
+
+@router.get("/tenants/{tenant}/servers/{server}", response_model=ServerOut, dependencies=[allow("servers.read")])
+async def get_server(tenant: str, server: str, ctx: Ctx) -> ServerOut:
+    found = await ctx.store.servers.require(tenant, server)
+    return ServerOut.of(
+        found, url=ctx.settings.server_url(tenant, server), instances=len(ctx.runtime.instances(tenant, server))
+    )
+
+
+@router.delete(
+    "/tenants/{tenant}/servers/{server}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    dependencies=[allow("servers.delete")],
+)
+async def delete_server(tenant: str, server: str, ctx: Ctx) -> Response:
+    await ctx.store.servers.require(tenant, server)
+    # Stop first: rows go only once nothing runs that could still need them.
+    await ctx.runtime.stop_server(tenant, server)
+    await ctx.store.servers.delete(tenant, server)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get(
+    "/tenants/{tenant}/servers/{server}/revisions",
+    response_model=Items[RevisionOut],
+    dependencies=[allow("servers.read")],
+)
+async def list_revisions(tenant: str, server: str, ctx: Ctx) -> Items[RevisionOut]:
+    await ctx.store.servers.require(tenant, server)
+    return Items(items=[RevisionOut.of(r) for r in await ctx.store.servers.revisions(tenant, server)])
+
+
+@router.get(
+    "/tenants/{tenant}/servers/{server}/instances",
+    response_model=Items[InstanceOut],
+    dependencies=[allow("servers.read")],
+)
+async def list_instances(tenant: str, server: str, ctx: Ctx) -> Items[InstanceOut]:
+    await ctx.store.servers.require(tenant, server)
+    return Items(items=[InstanceOut.of(i) for i in ctx.runtime.instances(tenant, server)])
+
+
+@router.get(
+    "/tenants/{tenant}/servers/{server}/logs",
+    response_model=Items[LogLineOut],
+    dependencies=[allow("servers.logs")],
+)
+async def server_logs(
+    tenant: str, server: str, ctx: Ctx, limit: Annotated[int, Query(ge=1, le=10_000)] = 200
+) -> Items[LogLineOut]:
+    await ctx.store.servers.require(tenant, server)
+    return Items(items=[LogLineOut.of(line) for line in ctx.runtime.logs(tenant, server, limit=limit)])

@@ -1,0 +1,65 @@
+"""Tenants and their API keys."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Response, status
+
+from smcp.control.auth import allow
+from smcp.control.context import Context, get_context
+from smcp.control.schemas import ERROR_RESPONSES, Items, KeyCreate, KeyCreated, KeyOut, TenantCreate, TenantOut
+
+router = APIRouter(responses=ERROR_RESPONSES)
+Ctx = Annotated[Context, Depends(get_context)]
+
+
+@router.post(
+    "/tenants",
+    status_code=status.HTTP_201_CREATED,
+    response_model=TenantOut,
+    tags=["tenants"],
+    dependencies=[allow("tenants.create")],
+)
+async def create_tenant(body: TenantCreate, ctx: Ctx) -> TenantOut:
+    return TenantOut.of(await ctx.store.tenants.create(body.name))
+
+
+@router.get("/tenants", response_model=Items[TenantOut], tags=["tenants"], dependencies=[allow("tenants.list")])
+async def list_tenants(ctx: Ctx) -> Items[TenantOut]:
+    return Items(items=[TenantOut.of(t) for t in await ctx.store.tenants.list()])
+
+
+@router.get("/tenants/{tenant}", response_model=TenantOut, tags=["tenants"], dependencies=[allow("tenants.read")])
+async def get_tenant(tenant: str, ctx: Ctx) -> TenantOut:
+    return TenantOut.of(await ctx.store.tenants.require(tenant))
+
+
+@router.post(
+    "/tenants/{tenant}/keys",
+    status_code=status.HTTP_201_CREATED,
+    response_model=KeyCreated,
+    tags=["keys"],
+    dependencies=[allow("keys.create")],
+)
+async def create_key(tenant: str, body: KeyCreate, ctx: Ctx) -> KeyCreated:
+    key, token = await ctx.store.api_keys.create(tenant, body.name)
+    return KeyCreated(**KeyOut.of(key).model_dump(), token=token)
+
+
+@router.get("/tenants/{tenant}/keys", response_model=Items[KeyOut], tags=["keys"], dependencies=[allow("keys.list")])
+async def list_keys(tenant: str, ctx: Ctx) -> Items[KeyOut]:
+    await ctx.store.tenants.require(tenant)
+    return Items(items=[KeyOut.of(k) for k in await ctx.store.api_keys.list(tenant)])
+
+
+@router.delete(
+    "/tenants/{tenant}/keys/{key_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    tags=["keys"],
+    dependencies=[allow("keys.revoke")],
+)
+async def revoke_key(tenant: str, key_id: str, ctx: Ctx) -> Response:
+    await ctx.store.api_keys.revoke(tenant, key_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

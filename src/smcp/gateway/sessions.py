@@ -1,0 +1,156 @@
+"""Legacy-era sessions: which client conversation owns which channel and pending requests.
+
+Messages from the instance are routed here: a response to the request that asked,
+progress to the request that owns the token, anything else to the session's GET
+stream (or, with none open, to the newest open request stream, or a small backlog).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections import deque
+from typing import Any
+
+import orjson
+
+from smcp.domain import Principal, Revision
+from smcp.protocol import jsonrpc
+from smcp.runtime.interface import Channel
+
+# (raw message or None, final?) — None+final closes a stream without a message.
+Item = tuple[bytes | None, bool]
+
+_BACKLOG = 256
+
+
+class PendingRequest:
+    __slots__ = ("id", "queue", "token_key", "streaming")
+
+    def __init__(self, id: Any, token_key: bytes | None) -> None:
+        self.id = id
+        self.queue: asyncio.Queue[Item] = asyncio.Queue()
+        self.token_key = token_key
+        self.streaming = True
+
+
+class Session:
+    def __init__(self, id: str, principal: Principal, revision: Revision, channel: Channel) -> None:
+        self.id = id
+        self.principal = principal
+        self.revision = revision
+        self.channel = channel
+        self.pending: dict[bytes, PendingRequest] = {}
+        self._progress: dict[bytes, PendingRequest] = {}
+        self.get_queue: asyncio.Queue[Item] | None = None
+        self._backlog: deque[bytes] = deque(maxlen=_BACKLOG)
+        self.last_active = time.monotonic()
+        self.closed: str | None = None
+        self._event_seq = 0
+
+    # -- client → instance bookkeeping -------------------------------------------
+    def begin(self, message: jsonrpc.Message) -> PendingRequest:
+        token = message.progress_token
+        token_key = orjson.dumps(token) if token is not None else None
+        pending = PendingRequest(message.id, token_key)
+        self.pending[message.id_key] = pending
+        if token_key is not None:
+            self._progress[token_key] = pending
+        self.last_active = time.monotonic()
+        return pending
+
+    def end(self, id_key: bytes) -> None:
+        pending = self.pending.pop(id_key, None)
+        if pending is not None and pending.token_key is not None:
+            self._progress.pop(pending.token_key, None)
+        self.last_active = time.monotonic()
+
+    def next_event_id(self) -> str:
+        self._event_seq += 1
+        return f"{self.id[:8]}-{self._event_seq}"
+
+    # -- instance → client routing ------------------------------------------------
+    def on_message(self, raw: bytes) -> None:
+        try:
+            message = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return  # not JSON-RPC: the runtime logs the instance's stderr, stdout noise is dropped
+        if not isinstance(message, dict):
+            return
+        method = message.get("method")
+        if method is None:
+            pending = self.pending.pop(orjson.dumps(message.get("id")), None)
+            if pending is not None:
+                if pending.token_key is not None:
+                    self._progress.pop(pending.token_key, None)
+                pending.queue.put_nowait((raw, True))
+            return
+        if method == "notifications/progress":
+            params = message.get("params")
+            token = params.get("progressToken") if isinstance(params, dict) else None
+            owner = self._progress.get(orjson.dumps(token)) if token is not None else None
+            if owner is not None:
+                owner.queue.put_nowait((raw, False))
+                return
+        self._deliver_unrelated(raw)
+
+    def _deliver_unrelated(self, raw: bytes) -> None:
+        if self.get_queue is not None:
+            self.get_queue.put_nowait((raw, False))
+            return
+        for pending in reversed(self.pending.values()):
+            if pending.streaming:
+                pending.queue.put_nowait((raw, False))
+                return
+        self._backlog.append(raw)
+
+    def drain_backlog(self) -> list[bytes]:
+        items = list(self._backlog)
+        self._backlog.clear()
+        return items
+
+    def fail_pending(self, code: int, message: str) -> None:
+        for pending in list(self.pending.values()):
+            pending.queue.put_nowait((jsonrpc.error(pending.id, code, message), True))
+        self.pending.clear()
+        self._progress.clear()
+
+    def close(self, reason: str) -> None:
+        if self.closed is not None:
+            return
+        self.closed = reason
+        self.fail_pending(jsonrpc.INSTANCE_LOST, f"session ended: {reason}")
+        if self.get_queue is not None:
+            self.get_queue.put_nowait((None, True))
+            self.get_queue = None
+
+
+class SessionTable:
+    def __init__(self, max_sessions: int) -> None:
+        self._sessions: dict[str, Session] = {}
+        self._max = max_sessions
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    @property
+    def full(self) -> bool:
+        return len(self._sessions) >= self._max
+
+    @staticmethod
+    def new_id() -> str:
+        # 192 random bits, visible ASCII as the spec requires.
+        return secrets.token_urlsafe(24)
+
+    def add(self, session: Session) -> None:
+        self._sessions[session.id] = session
+
+    def get(self, session_id: str) -> Session | None:
+        return self._sessions.get(session_id)
+
+    def remove(self, session_id: str) -> Session | None:
+        return self._sessions.pop(session_id, None)
+
+    def all(self) -> list[Session]:
+        return list(self._sessions.values())

@@ -1,0 +1,421 @@
+"""MCP Streamable HTTP endpoint (2025-11-25 era) at /t/{tenant}/{server}/mcp."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+import orjson
+
+from smcp.config import Settings
+from smcp.domain import Principal, Revision
+from smcp.gateway.asgi import (
+    BodyTooLarge,
+    Receive,
+    Scope,
+    Send,
+    header_map,
+    read_body,
+    respond,
+    respond_json,
+    start_stream,
+    stream_chunk,
+)
+from smcp.gateway.guard import Guard
+from smcp.gateway.sessions import Item, PendingRequest, Session, SessionTable
+from smcp.protocol import jsonrpc, sse
+from smcp.protocol.headers import SESSION_HEADER, VERSION_HEADER, accepts, version_supported
+from smcp.runtime.interface import ChannelClosed, Runtime
+
+log = logging.getLogger("smcp.gateway")
+
+Authenticate = Callable[[str], Awaitable[Principal | None]]
+Resolve = Callable[[str, str], Awaitable[Revision | None]]
+
+_NOT_FOUND = orjson.dumps({"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": "no such MCP server"}})
+
+
+class Gateway:
+    def __init__(self, settings: Settings, authenticate: Authenticate, resolve: Resolve, runtime: Runtime) -> None:
+        self._s = settings
+        self._authenticate = authenticate
+        self._resolve = resolve
+        self._runtime = runtime
+        self._guard = Guard(settings)
+        self.sessions = SessionTable(settings.max_sessions)
+        self._reaper: asyncio.Task[None] | None = None
+
+    # -- lifecycle ------------------------------------------------------------------
+    async def start(self) -> None:
+        self._reaper = asyncio.create_task(self._reap_idle())
+
+    async def aclose(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+        for session in self.sessions.all():
+            await self._end_session(session, "gateway shutting down")
+
+    async def _reap_idle(self) -> None:
+        interval = min(30.0, self._s.session_idle_timeout_s / 2)
+        while True:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            for session in self.sessions.all():
+                idle = now - session.last_active > self._s.session_idle_timeout_s
+                if idle and not session.pending and session.get_queue is None:
+                    await self._end_session(session, "idle timeout")
+
+    async def _end_session(self, session: Session, reason: str) -> None:
+        self.sessions.remove(session.id)
+        session.close(reason)
+        with contextlib.suppress(Exception):
+            await session.channel.close()
+
+    # -- ASGI -----------------------------------------------------------------------
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        parts = scope["path"].split("/")
+        # ['', 't', tenant, server, 'mcp']
+        if len(parts) != 5 or parts[1] != "t" or parts[4] != "mcp" or not parts[2] or not parts[3]:
+            await respond(send, 404, _NOT_FOUND)
+            return
+        tenant, server = parts[2], parts[3]
+        headers = header_map(scope)
+
+        refused = self._guard.check(headers.get("host"), headers.get("origin"))
+        if refused is not None:
+            await respond_json(send, 403, {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": refused}})
+            return
+
+        principal = await self._principal(headers)
+        if principal is None:
+            await respond_json(
+                send,
+                401,
+                {"error": "invalid_token", "error_description": "a valid API key is required (Authorization: Bearer <key>)"},
+                headers=[("www-authenticate", 'Bearer realm="smcp", error="invalid_token"')],
+            )
+            return
+        # Resolve first and compare tenants after, so a foreign tenant's server and a
+        # missing one take the same path and give the same answer.
+        revision = await self._resolve(tenant, server)
+        if revision is None or principal.tenant != tenant:
+            await respond(send, 404, _NOT_FOUND)
+            return
+
+        method = scope["method"]
+        if method == "POST":
+            await self._post(scope, receive, send, headers, principal, revision)
+        elif method == "GET":
+            await self._get(receive, send, headers, principal, revision)
+        elif method == "DELETE":
+            await self._delete(send, headers, principal, revision)
+        else:
+            await respond(send, 405, b"", headers=[("allow", "GET, POST, DELETE")])
+
+    async def _principal(self, headers: dict[str, str]) -> Principal | None:
+        auth = headers.get("authorization", "")
+        scheme, _, token = auth.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return None
+        return await self._authenticate(token.strip())
+
+    def _session_for(
+        self, headers: dict[str, str], principal: Principal, revision: Revision
+    ) -> tuple[Session | None, int, str]:
+        session_id = headers.get(SESSION_HEADER)
+        if not session_id:
+            return None, 400, "Mcp-Session-Id header is required"
+        session = self.sessions.get(session_id)
+        # A session is bound to the principal that created it and to its server:
+        # anyone else sees it as unknown.
+        if (
+            session is None
+            or session.closed is not None
+            or session.principal.subject != principal.subject
+            or session.revision.tenant != revision.tenant
+            or session.revision.server != revision.server
+        ):
+            return None, 404, "session not found (it may have ended); initialize a new one"
+        return session, 200, ""
+
+    # -- POST -----------------------------------------------------------------------
+    async def _post(
+        self, scope: Scope, receive: Receive, send: Send, headers: dict[str, str], principal: Principal, revision: Revision
+    ) -> None:
+        accept = headers.get("accept", "")
+        if not (accepts(accept, "application/json") and accepts(accept, "text/event-stream")):
+            await _rpc_error(send, 406, None, jsonrpc.INVALID_REQUEST, "Accept must include application/json and text/event-stream")
+            return
+        ctype = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if ctype != "application/json":
+            await _rpc_error(send, 415, None, jsonrpc.INVALID_REQUEST, "Content-Type must be application/json")
+            return
+        declared = headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self._s.max_body_bytes:
+            await _rpc_error(send, 413, None, jsonrpc.INVALID_REQUEST, f"body exceeds {self._s.max_body_bytes} bytes")
+            return
+        try:
+            body = await read_body(receive, self._s.max_body_bytes)
+        except BodyTooLarge:
+            await _rpc_error(send, 413, None, jsonrpc.INVALID_REQUEST, f"body exceeds {self._s.max_body_bytes} bytes")
+            return
+        except ConnectionError:
+            return
+        try:
+            message = jsonrpc.parse(body, max_depth=self._s.max_json_depth)
+        except jsonrpc.ProtocolError as exc:
+            await _rpc_error(send, 400, exc.id, exc.code, exc.message)
+            return
+
+        if message.method == "initialize":
+            await self._initialize(send, message, principal, revision)
+            return
+
+        version = headers.get(VERSION_HEADER)
+        if not version_supported(version):
+            await _rpc_error(send, 400, message.id, jsonrpc.INVALID_REQUEST, f"unsupported MCP-Protocol-Version {version!r}")
+            return
+        session, status, why = self._session_for(headers, principal, revision)
+        if session is None:
+            await _rpc_error(send, status, message.id, jsonrpc.INVALID_REQUEST, why)
+            return
+        session.last_active = time.monotonic()
+
+        if message.kind is not jsonrpc.Kind.request:
+            if message.method == "notifications/cancelled":
+                self._cancelled_by_client(session, message)
+            try:
+                await session.channel.send(message.raw)
+            except ChannelClosed as exc:
+                await self._gone(send, session, message, str(exc))
+                return
+            await respond(send, 202)
+            return
+        await self._request(receive, send, session, message)
+
+    def _cancelled_by_client(self, session: Session, message: jsonrpc.Message) -> None:
+        params = message.body.get("params")
+        if not isinstance(params, dict) or "requestId" not in params:
+            return
+        key = orjson.dumps(params["requestId"])
+        pending = session.pending.get(key)
+        if pending is not None:
+            session.end(key)
+            pending.queue.put_nowait((jsonrpc.error(pending.id, -32800, "request cancelled by the client"), True))
+
+    async def _request(self, receive: Receive, send: Send, session: Session, message: jsonrpc.Message) -> None:
+        if message.id_key in session.pending:
+            await _rpc_error(send, 400, message.id, jsonrpc.INVALID_REQUEST, "a request with this id is already in flight")
+            return
+        if len(session.pending) >= self._s.max_pending_per_session:
+            await _rpc_error(send, 429, message.id, jsonrpc.TOO_MANY_PENDING, "too many requests in flight on this session")
+            return
+        pending = session.begin(message)
+        try:
+            await session.channel.send(message.raw)
+        except ChannelClosed as exc:
+            session.end(message.id_key)
+            await self._gone(send, session, message, str(exc))
+            return
+        await self._answer(receive, send, session, message, pending, self._s.request_timeout_s)
+
+    async def _answer(
+        self,
+        receive: Receive,
+        send: Send,
+        session: Session,
+        message: jsonrpc.Message,
+        pending: PendingRequest,
+        timeout: float,
+        extra_headers: list[tuple[str, str]] | None = None,
+    ) -> None:
+        """Relay what the instance sends for this request: JSON if the answer comes first, else SSE."""
+        deadline = time.monotonic() + timeout
+        hdrs = extra_headers or []
+        first = await self._next(session, message, pending, deadline)
+        raw, final = first
+        if final:
+            # Nothing came before the answer: a plain JSON response is cheaper than SSE.
+            if raw is None:
+                await respond(send, 202, headers=hdrs)
+            else:
+                await respond(send, 200, raw, headers=hdrs)
+            return
+        await start_stream(send, hdrs)
+        disconnected = asyncio.Event()
+        watcher = asyncio.create_task(_watch_disconnect(receive, disconnected))
+        try:
+            item: Item = first
+            while True:
+                raw, final = item
+                if raw is not None:
+                    await stream_chunk(send, sse.event(raw, event_id=session.next_event_id()))
+                if final:
+                    break
+                item = await self._next(session, message, pending, deadline, disconnected, keepalive_send=send)
+                if disconnected.is_set():
+                    # The client left; in this era that is not a cancellation, so the
+                    # request stays with the instance and its answer is dropped.
+                    pending.streaming = False
+                    return
+            await stream_chunk(send, b"", more=False)
+        finally:
+            watcher.cancel()
+
+    async def _next(
+        self,
+        session: Session,
+        message: jsonrpc.Message,
+        pending: PendingRequest,
+        deadline: float,
+        disconnected: asyncio.Event | None = None,
+        keepalive_send: Send | None = None,
+    ) -> Item:
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return await self._timed_out(session, message)
+            wait = min(remaining, self._s.sse_keepalive_s) if keepalive_send else remaining
+            getter = asyncio.ensure_future(pending.queue.get())
+            waiters: set[asyncio.Future[object]] = {getter}  # type: ignore[arg-type]
+            stop = asyncio.ensure_future(disconnected.wait()) if disconnected is not None else None
+            if stop is not None:
+                waiters.add(stop)  # type: ignore[arg-type]
+            done, _ = await asyncio.wait(waiters, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+            if stop is not None and not stop.done():
+                stop.cancel()
+            if getter in done:
+                return getter.result()
+            getter.cancel()
+            if stop is not None and stop in done:
+                return (None, False)
+            if keepalive_send is not None and time.monotonic() < deadline:
+                await stream_chunk(keepalive_send, sse.comment("keepalive"))
+
+    async def _timed_out(self, session: Session, message: jsonrpc.Message) -> Item:
+        session.end(message.id_key)
+        cancel = orjson.dumps(
+            {
+                "jsonrpc": "2.0",
+                "method": "notifications/cancelled",
+                "params": {"requestId": message.id, "reason": "request timed out at the gateway"},
+            }
+        )
+        with contextlib.suppress(ChannelClosed):
+            await session.channel.send(cancel)
+        text = f"request timed out after {self._s.request_timeout_s:g}s"
+        return (jsonrpc.error(message.id, jsonrpc.REQUEST_TIMEOUT, text), True)
+
+    async def _gone(self, send: Send, session: Session, message: jsonrpc.Message, why: str) -> None:
+        await self._end_session(session, why)
+        await _rpc_error(send, 404, message.id, jsonrpc.INVALID_REQUEST, f"session ended: {why}; initialize a new one")
+
+    # -- initialize -----------------------------------------------------------------
+    async def _initialize(self, send: Send, message: jsonrpc.Message, principal: Principal, revision: Revision) -> None:
+        if message.kind is not jsonrpc.Kind.request:
+            await _rpc_error(send, 400, None, jsonrpc.INVALID_REQUEST, "initialize must be a request (with an id)")
+            return
+        if self.sessions.full:
+            await _rpc_error(send, 503, message.id, jsonrpc.INTERNAL_ERROR, "too many sessions on this node; retry later")
+            return
+        session_id = self.sessions.new_id()
+        try:
+            channel = await self._runtime.connect(revision, session=session_id)
+        except Exception as exc:
+            log.exception("could not start an instance for %s/%s", revision.tenant, revision.server)
+            await _rpc_error(send, 503, message.id, jsonrpc.INTERNAL_ERROR, f"could not start the MCP server: {exc}")
+            return
+        session = Session(session_id, principal, revision, channel)
+        channel.attach(session.on_message, lambda why: self._closed(session, why), lambda why: self._lost(session, why))
+        self.sessions.add(session)
+        pending = session.begin(message)
+        try:
+            await channel.send(message.raw)
+        except ChannelClosed as exc:
+            await self._end_session(session, str(exc))
+            await _rpc_error(send, 503, message.id, jsonrpc.INTERNAL_ERROR, f"MCP server did not start: {exc}")
+            return
+        first = await self._next(session, message, pending, time.monotonic() + self._s.initialize_timeout_s)
+        raw, _ = first
+        if raw is None or "result" not in orjson.loads(raw):
+            await self._end_session(session, "initialize failed")
+            if raw is None:
+                raw = jsonrpc.error(message.id, jsonrpc.INTERNAL_ERROR, "MCP server did not answer initialize")
+            await respond(send, 200, raw)
+            return
+        await respond(send, 200, raw, headers=[("mcp-session-id", session_id)])
+
+    def _lost(self, session: Session, why: str) -> None:
+        session.fail_pending(jsonrpc.INSTANCE_LOST, f"{why}; the request was not completed")
+
+    def _closed(self, session: Session, why: str) -> None:
+        self.sessions.remove(session.id)
+        session.close(why)
+
+    # -- GET / DELETE ---------------------------------------------------------------
+    async def _get(self, receive: Receive, send: Send, headers: dict[str, str], principal: Principal, revision: Revision) -> None:
+        if not accepts(headers.get("accept", ""), "text/event-stream"):
+            await _rpc_error(send, 406, None, jsonrpc.INVALID_REQUEST, "Accept must include text/event-stream")
+            return
+        session, status, why = self._session_for(headers, principal, revision)
+        if session is None:
+            await _rpc_error(send, status, None, jsonrpc.INVALID_REQUEST, why)
+            return
+        if session.get_queue is not None:
+            # A reconnecting client replaces its old stream rather than being refused.
+            session.get_queue.put_nowait((None, True))
+        queue: asyncio.Queue[Item] = asyncio.Queue()
+        session.get_queue = queue
+        for raw in session.drain_backlog():
+            queue.put_nowait((raw, False))
+        await start_stream(send)
+        disconnected = asyncio.Event()
+        watcher = asyncio.create_task(_watch_disconnect(receive, disconnected))
+        try:
+            while not disconnected.is_set():
+                getter = asyncio.ensure_future(queue.get())
+                stop = asyncio.ensure_future(disconnected.wait())
+                done, _ = await asyncio.wait({getter, stop}, timeout=self._s.sse_keepalive_s, return_when=asyncio.FIRST_COMPLETED)
+                if not stop.done():
+                    stop.cancel()
+                if getter not in done:
+                    getter.cancel()
+                    if not disconnected.is_set():
+                        await stream_chunk(send, sse.comment("keepalive"))
+                    continue
+                raw, final = getter.result()
+                if raw is not None:
+                    await stream_chunk(send, sse.event(raw, event_id=session.next_event_id()))
+                if final:
+                    break
+            with contextlib.suppress(Exception):
+                await stream_chunk(send, b"", more=False)
+        finally:
+            watcher.cancel()
+            if session.get_queue is queue:
+                session.get_queue = None
+
+    async def _delete(self, send: Send, headers: dict[str, str], principal: Principal, revision: Revision) -> None:
+        session, status, why = self._session_for(headers, principal, revision)
+        if session is None:
+            await _rpc_error(send, status, None, jsonrpc.INVALID_REQUEST, why)
+            return
+        await self._end_session(session, "closed by the client")
+        await respond(send, 204)
+
+
+async def _watch_disconnect(receive: Receive, flag: asyncio.Event) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            flag.set()
+            return
+
+
+async def _rpc_error(send: Send, status: int, id: object, code: int, message: str) -> None:
+    await respond(send, status, jsonrpc.error(id, code, message))

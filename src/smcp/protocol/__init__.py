@@ -1,0 +1,1 @@
+"""MCP on the wire: JSON-RPC envelopes with limits, eras and headers, SSE. Pure, no I/O."""

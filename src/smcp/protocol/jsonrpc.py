@@ -1,0 +1,138 @@
+"""JSON-RPC 2.0 envelopes: parse with limits, classify, and build errors.
+
+The gateway reads only the envelope (id, method, a few _meta fields); bodies are
+forwarded as the bytes the client sent.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+PARSE_ERROR = -32700
+INVALID_REQUEST = -32600
+METHOD_NOT_FOUND = -32601
+INVALID_PARAMS = -32602
+INTERNAL_ERROR = -32603
+# Implementation-defined server errors (-32000..-32099).
+REQUEST_TIMEOUT = -32001
+INSTANCE_LOST = -32002
+TOO_MANY_PENDING = -32003
+
+
+class Kind(enum.Enum):
+    request = "request"
+    notification = "notification"
+    response = "response"
+
+
+class ProtocolError(Exception):
+    def __init__(self, code: int, message: str, id: Any = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.id = id
+
+
+@dataclass(slots=True)
+class Message:
+    kind: Kind
+    body: dict[str, Any]
+    raw: bytes
+
+    @property
+    def id(self) -> Any:
+        return self.body.get("id")
+
+    @property
+    def method(self) -> str | None:
+        return self.body.get("method")
+
+    @property
+    def id_key(self) -> bytes:
+        # 1 and "1" are different ids; keep them apart by their JSON spelling.
+        return orjson.dumps(self.body.get("id"))
+
+    @property
+    def progress_token(self) -> Any:
+        params = self.body.get("params")
+        if isinstance(params, dict):
+            meta = params.get("_meta")
+            if isinstance(meta, dict):
+                return meta.get("progressToken")
+        return None
+
+
+def _depth_exceeds(value: Any, limit: int) -> bool:
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values() if isinstance(v, (dict, list)))
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node if isinstance(v, (dict, list)))
+    return False
+
+
+def loads_limited(raw: bytes, *, max_depth: int) -> Any:
+    """Parse JSON, refusing nesting deeper than max_depth. Raises ProtocolError(-32700)."""
+    # orjson itself refuses nesting past 1024 without recursing, so pathological
+    # depth cannot hurt the parser; the configured (lower) limit is checked after.
+    # Counting brackets is a cheap C-speed upper bound on depth: only bodies that
+    # could be too deep pay for the exact walk.
+    could_be_deep = raw.count(b"[") + raw.count(b"{") > max_depth
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ProtocolError(PARSE_ERROR, f"parse error: {exc}") from None
+    if could_be_deep and _depth_exceeds(value, max_depth):
+        raise ProtocolError(PARSE_ERROR, f"JSON nesting deeper than {max_depth} levels")
+    return value
+
+
+def classify(value: Any, raw: bytes) -> Message:
+    """Validate a decoded JSON-RPC 2.0 message. Raises ProtocolError(-32600)."""
+    if isinstance(value, list):
+        raise ProtocolError(INVALID_REQUEST, "JSON-RPC batches are not supported by this protocol version")
+    if not isinstance(value, dict):
+        raise ProtocolError(INVALID_REQUEST, "a JSON-RPC message must be a JSON object")
+    msg_id = value.get("id")
+    if value.get("jsonrpc") != "2.0":
+        raise ProtocolError(INVALID_REQUEST, 'jsonrpc must be "2.0"', _safe_id(msg_id))
+    has_id = "id" in value
+    if has_id and not _valid_id(msg_id):
+        raise ProtocolError(INVALID_REQUEST, "id must be a string or an integer", None)
+    if "method" in value:
+        if not isinstance(value["method"], str) or not value["method"]:
+            raise ProtocolError(INVALID_REQUEST, "method must be a non-empty string", msg_id)
+        params = value.get("params")
+        if params is not None and not isinstance(params, (dict, list)):
+            raise ProtocolError(INVALID_REQUEST, "params must be an object", msg_id)
+        return Message(Kind.request if has_id else Kind.notification, value, raw)
+    if has_id and ("result" in value) != ("error" in value):
+        return Message(Kind.response, value, raw)
+    raise ProtocolError(INVALID_REQUEST, "not a request, notification or response", _safe_id(msg_id))
+
+
+def parse(raw: bytes, *, max_depth: int) -> Message:
+    return classify(loads_limited(raw, max_depth=max_depth), raw)
+
+
+def _valid_id(value: Any) -> bool:
+    return (isinstance(value, str) and len(value) <= 1024) or (isinstance(value, int) and not isinstance(value, bool))
+
+
+def _safe_id(value: Any) -> Any:
+    return value if _valid_id(value) else None
+
+
+def error(id: Any, code: int, message: str, data: Any = None) -> bytes:
+    err: dict[str, Any] = {"code": code, "message": message}
+    if data is not None:
+        err["data"] = data
+    return orjson.dumps({"jsonrpc": "2.0", "id": id, "error": err})

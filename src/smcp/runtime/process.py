@@ -1,0 +1,143 @@
+"""One sandboxed child speaking newline-delimited JSON-RPC on stdin/stdout."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from collections.abc import Callable
+
+from smcp.runtime.sandbox import Launch
+
+StdoutHandler = Callable[[bytes], None]
+StderrHandler = Callable[[str], None]
+
+
+class MessageTooLarge(Exception):
+    pass
+
+
+class StdioProcess:
+    """Owns the OS process: spawn, line framing, stderr capture, whole-tree kill.
+
+    The child runs in a pid namespace whose init dies with bwrap, so killing bwrap's
+    process group takes every descendant with it.
+    """
+
+    def __init__(
+        self,
+        launch: Launch,
+        *,
+        uid: int,
+        gid: int,
+        max_message_bytes: int,
+        on_stdout: StdoutHandler,
+        on_stderr: StderrHandler,
+    ) -> None:
+        self._launch = launch
+        self._uid = uid
+        self._gid = gid
+        self._max = max_message_bytes
+        self._on_stdout = on_stdout
+        self._on_stderr = on_stderr
+        self._proc: asyncio.subprocess.Process | None = None
+        self._pumps: list[asyncio.Task[None]] = []
+        self._write_lock = asyncio.Lock()
+        self.failure: str | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    async def start(self) -> None:
+        try:
+            self._proc = await asyncio.create_subprocess_exec(
+                *self._launch.argv,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                pass_fds=self._launch.pass_fds,
+                user=self._uid,
+                group=self._gid,
+                extra_groups=[],
+                env={},
+                start_new_session=True,
+                limit=self._max + 1,
+            )
+        finally:
+            self._launch.close()
+        assert self._proc.stdout and self._proc.stderr
+        self._pumps = [
+            asyncio.create_task(self._pump_stdout(self._proc.stdout)),
+            asyncio.create_task(self._pump_stderr(self._proc.stderr)),
+        ]
+
+    async def _pump_stdout(self, stream: asyncio.StreamReader) -> None:
+        while True:
+            try:
+                line = await stream.readuntil(b"\n")
+            except asyncio.IncompleteReadError as exc:
+                if exc.partial.strip():
+                    self._on_stdout(exc.partial.strip())
+                return
+            except asyncio.LimitOverrunError:
+                self.failure = f"sent a message over the {self._max}-byte limit"
+                self.kill()
+                return
+            line = line.strip()
+            if line:
+                self._on_stdout(line)
+
+    async def _pump_stderr(self, stream: asyncio.StreamReader) -> None:
+        while True:
+            try:
+                line = await stream.readuntil(b"\n")
+            except asyncio.IncompleteReadError as exc:
+                if exc.partial:
+                    self._on_stderr(exc.partial.decode("utf-8", "replace").rstrip())
+                return
+            except asyncio.LimitOverrunError as exc:
+                # An over-long stderr line is logged in pieces, never fatal.
+                chunk = await stream.readexactly(exc.consumed)
+                self._on_stderr(chunk.decode("utf-8", "replace"))
+                continue
+            self._on_stderr(line.decode("utf-8", "replace").rstrip("\r\n"))
+
+    async def write(self, raw: bytes) -> None:
+        proc = self._proc
+        if proc is None or proc.stdin is None or proc.returncode is not None:
+            raise BrokenPipeError("process is not running")
+        async with self._write_lock:
+            proc.stdin.write(raw + b"\n")
+            await proc.stdin.drain()
+
+    async def wait(self) -> int:
+        assert self._proc is not None
+        code = await self._proc.wait()
+        # Let the pumps hand over what the child wrote before it exited.
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(asyncio.gather(*self._pumps, return_exceptions=True), timeout=2)
+        return code
+
+    def kill(self) -> None:
+        proc = self._proc
+        if proc is None or proc.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+    async def stop(self, grace_s: float) -> None:
+        """Close stdin (the MCP stdio way to ask for exit), then kill after the grace period."""
+        proc = self._proc
+        if proc is None or proc.returncode is not None:
+            return
+        if proc.stdin is not None:
+            with contextlib.suppress(Exception):
+                proc.stdin.close()
+        try:
+            await asyncio.wait_for(proc.wait(), timeout=grace_s)
+        except TimeoutError:
+            self.kill()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(proc.wait(), timeout=5)
