@@ -5,15 +5,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+from control_helpers import ADMIN_TOKEN, AUTH
 from fake_runtime import FakeRuntime
 
 from smcp.config import Settings
 from smcp.control import create_control_app
 from smcp.runtime.bundles import pack
 from smcp.store import Store
-
-ADMIN_TOKEN = "test-admin-token"
-AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 @pytest.fixture

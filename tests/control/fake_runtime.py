@@ -29,7 +29,9 @@ class FakeRuntime:
     async def connect(self, revision: Revision, *, session: str) -> Channel:
         raise NotImplementedError("the control plane never connects")
 
-    def add_instance(self, tenant: str, server: str, revision: str = "r", state: InstanceState = InstanceState.running) -> Instance:
+    def add_instance(
+        self, tenant: str, server: str, revision: str = "r", state: InstanceState = InstanceState.running
+    ) -> Instance:
         inst = Instance(
             id=f"i{len(self._instances.get((tenant, server), []))}",
             tenant=tenant,

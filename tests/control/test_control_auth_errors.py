@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from conftest import ADMIN_TOKEN
+from control_helpers import ADMIN_TOKEN
 from fake_runtime import FakeRuntime
 from starlette.applications import Starlette
 from starlette.routing import Mount
@@ -130,4 +130,4 @@ async def test_openapi_and_docs_when_mounted(settings: Settings, store: Store, r
         assert (await c.get("/api/v1/health")).status_code == 200
         assert (await c.get("/api/v1/tenants")).status_code == 401
         r = await c.get("/api/v1/tenants", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
-        assert r.status_code == 200 and r.json() == {"items": []}
+        assert r.status_code == 200 and r.json() == []

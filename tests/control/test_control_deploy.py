@@ -42,7 +42,7 @@ async def test_revision_numbers_increase_and_latest_is_live(client: httpx.AsyncC
         bundle = make_bundle(files={"server.py": f"print({i})\n"})
         numbers.append((await client.post("/tenants/acme/deployments", content=bundle, headers=GZ)).json()["revision"]["number"])
     assert numbers == [1, 2, 3]
-    revs = (await client.get("/tenants/acme/servers/echo/revisions")).json()["items"]
+    revs = (await client.get("/tenants/acme/servers/echo/revisions")).json()
     assert [r["number"] for r in revs] == [1, 2, 3]
     server = (await client.get("/tenants/acme/servers/echo")).json()
     assert server["live_revision"]["number"] == 3
@@ -183,17 +183,17 @@ async def test_server_views(client: httpx.AsyncClient, runtime: FakeRuntime, mak
     for i in range(5):
         runtime.add_log("acme", "echo", f"line {i}")
 
-    servers = (await client.get("/tenants/acme/servers")).json()["items"]
+    servers = (await client.get("/tenants/acme/servers")).json()
     assert [(s["name"], s["instances"]) for s in servers] == [("echo", 1)]
 
     server = (await client.get("/tenants/acme/servers/echo")).json()
     assert server["url"] == "https://smcp.example/t/acme/echo/mcp"
     assert server["live_revision"]["id"] == rev["id"] and server["instances"] == 1
 
-    [inst] = (await client.get("/tenants/acme/servers/echo/instances")).json()["items"]
+    [inst] = (await client.get("/tenants/acme/servers/echo/instances")).json()
     assert inst["state"] == "running" and inst["revision"] == rev["id"] and inst["pid"] == 4242
 
-    logs = (await client.get("/tenants/acme/servers/echo/logs", params={"limit": 2})).json()["items"]
+    logs = (await client.get("/tenants/acme/servers/echo/logs", params={"limit": 2})).json()
     assert [l["text"] for l in logs] == ["line 3", "line 4"]
     assert (await client.get("/tenants/acme/servers/echo/logs", params={"limit": 0})).status_code == 422
 

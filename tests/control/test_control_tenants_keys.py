@@ -16,7 +16,7 @@ async def test_tenant_create_list_get(client: httpx.AsyncClient) -> None:
 
     await client.post("/tenants", json={"name": "beta"})
     r = await client.get("/tenants")
-    assert [t["name"] for t in r.json()["items"]] == ["acme", "beta"]
+    assert [t["name"] for t in r.json()] == ["acme", "beta"]
 
     assert (await client.get("/tenants/acme")).json()["name"] == "acme"
     r = await client.get("/tenants/ghost")
@@ -37,7 +37,7 @@ async def test_key_shown_once_listed_without_secret_and_revocable(client: httpx.
 
     listing = await client.get("/tenants/acme/keys")
     assert listing.status_code == 200
-    [key] = listing.json()["items"]
+    [key] = listing.json()
     assert key["id"] == created["id"] and key["revoked_at"] is None
     secret = token.removeprefix(created["prefix"])
     assert "token" not in key and "secret_hash" not in key
@@ -45,7 +45,7 @@ async def test_key_shown_once_listed_without_secret_and_revocable(client: httpx.
 
     assert (await client.delete(f"/tenants/acme/keys/{created['id']}")).status_code == 204
     assert await store.api_keys.authenticate(token) is None
-    [key] = (await client.get("/tenants/acme/keys")).json()["items"]
+    [key] = (await client.get("/tenants/acme/keys")).json()
     assert key["revoked_at"] is not None
 
     r = await client.delete("/tenants/acme/keys/000000000000")

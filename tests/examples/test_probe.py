@@ -115,7 +115,7 @@ def test_probe_spec_is_valid() -> None:
 def test_probe_imports_only_the_standard_library() -> None:
     # It must run on a bare system Python in the sandbox: no mcp, no pydantic.
     out = subprocess.run(
-        [SYSTEM_PYTHON, "-I", "-c", "import sys; sys.path.insert(0, '.'); import probe; "
+        [SYSTEM_PYTHON, "-I", "-B", "-c", "import sys; sys.path.insert(0, '.'); import probe; "
          "print(sorted(m for m in sys.modules if m.split('.')[0] in ('mcp', 'pydantic', 'anyio', 'smcp')))"],
         cwd=PROBE_DIR, capture_output=True, text=True, check=True,
     )  # fmt: skip

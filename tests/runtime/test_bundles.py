@@ -373,3 +373,15 @@ def test_extract_failure_midway_cleans_up(tmp_path: Path, monkeypatch: pytest.Mo
     with pytest.raises(InvalidBundle, match="could not be extracted"):
         extract(data, tmp_path / "dest" / "out", **LIMITS)
     assert list((tmp_path / "dest").iterdir()) == []
+
+
+@pytest.mark.parametrize("server", ["demo", "probe"])
+def test_example_servers_pack_into_valid_bundles(server: str, tmp_path: Path) -> None:
+    from smcp.domain import parse_spec
+
+    directory = Path(__file__).resolve().parents[2] / "examples" / "servers" / server
+    data = pack(directory)
+    info = inspect(data, **LIMITS)
+    assert parse_spec(info.spec_text).name == server
+    extract(data, tmp_path / "out", **LIMITS)
+    assert (tmp_path / "out" / "smcp.toml").read_bytes() == (directory / "smcp.toml").read_bytes()

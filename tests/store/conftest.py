@@ -6,7 +6,6 @@ from pathlib import Path
 import pytest
 
 from smcp.config import Settings
-from smcp.domain import ServerSpec, parse_spec
 from smcp.store import Store
 
 
@@ -23,8 +22,3 @@ async def store(settings: Settings) -> AsyncIterator[Store]:
     finally:
         await s.close()
 
-
-def make_spec(name: str = "echo", **extra: str) -> ServerSpec:
-    lines = [f'name = "{name}"', 'runtime = "python"', 'entrypoint = "server.py"']
-    lines += [f'{k} = "{v}"' for k, v in extra.items()]
-    return parse_spec("\n".join(lines))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from conftest import make_spec
+from store_helpers import make_spec
 
 from smcp.config import Settings
 from smcp.store import Store
@@ -43,6 +43,7 @@ async def test_migrations_twice_are_idempotent(store: Store) -> None:
 async def test_data_survives_reopen(settings: Settings) -> None:
     store = await Store.open(settings)
     await store.tenants.create("acme")
+    uid = await store.tenants.sandbox_uid("acme")
     _, token = await store.api_keys.create("acme", "ci")
     rev = await store.servers.create_revision("acme", "echo", make_spec(), bundle_digest="a" * 64, build_key="bk1")
     await store.close()
@@ -50,6 +51,7 @@ async def test_data_survives_reopen(settings: Settings) -> None:
     store = await Store.open(settings)  # runs the upgrade again on an existing database
     try:
         assert [t.id for t in await store.tenants.list()] == ["acme"]
+        assert await store.tenants.sandbox_uid("acme") == uid
         principal = await store.api_keys.authenticate(token)
         assert principal is not None and principal.tenant == "acme"
         live = await store.servers.live_revision("acme", "echo")

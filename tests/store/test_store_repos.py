@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from conftest import make_spec
+from store_helpers import make_spec
 
 from smcp.domain import Conflict, NotFound
 from smcp.store import Store
@@ -146,3 +146,30 @@ async def test_unique_constraint_rejects_duplicate_number(store: Store) -> None:
             )
     async with store.db.read() as conn:
         assert await conn.scalar(sa.select(sa.func.count()).select_from(t.revisions)) == 1
+
+
+async def test_sandbox_uids_are_distinct_stable_and_never_reused(store: Store, settings) -> None:
+    import sqlalchemy as sa
+
+    from smcp.store import tables as t
+
+    await store.tenants.create("acme")
+    await store.tenants.create("beta")
+    base = settings.sandbox_uid_base
+    assert await store.tenants.sandbox_uid("acme") == base + 1
+    assert await store.tenants.sandbox_uid("beta") == base + 2
+    with pytest.raises(NotFound):
+        await store.tenants.sandbox_uid("ghost")
+
+    # Deleting the newest tenant must not hand its uid (and files) to the next one.
+    async with store.db.write() as conn:
+        await conn.execute(sa.delete(t.tenants).where(t.tenants.c.id == "beta"))
+    await store.tenants.create("gamma")
+    assert await store.tenants.sandbox_uid("gamma") == base + 3
+
+
+async def test_concurrent_tenant_creation_gets_distinct_uids(store: Store) -> None:
+    names = [f"t{i}" for i in range(10)]
+    await asyncio.gather(*(store.tenants.create(n) for n in names))
+    uids = [await store.tenants.sandbox_uid(n) for n in names]
+    assert len(set(uids)) == 10

@@ -10,7 +10,11 @@ import socket
 import anyio
 from mcp.server.mcpserver import Context, MCPServer
 
-mcp = MCPServer("demo", version="1.0.0", instructions="A demo server hosted by SMCP. Try `whoami` to see its sandbox.")
+mcp = MCPServer(
+    "demo",
+    version="1.0.0",
+    instructions="A demo server hosted by SMCP. Try `whoami` to see the sandbox it runs in.",
+)
 
 
 @mcp.tool()

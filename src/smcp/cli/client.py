@@ -68,9 +68,8 @@ class Client:
             raise Unreachable(self.url, str(exc), refused=True) from exc
         except httpx.TransportError as exc:
             raise Unreachable(self.url, f"{type(exc).__name__}: {exc}", refused=False) from exc
-        if response.status_code == 204 or not response.content:
-            if response.is_success:
-                return None
+        if response.is_success and not response.content:
+            return None
         try:
             body = response.json()
         except ValueError:
@@ -87,4 +86,5 @@ class Client:
             )
         # Not our API's shape (a proxy, or the wrong URL): say what came back.
         snippet = response.text[:200].strip()
-        raise ApiError(response.status_code, "http_error", f"HTTP {response.status_code} {response.reason_phrase}", snippet or None)
+        message = f"HTTP {response.status_code} {response.reason_phrase}"
+        raise ApiError(response.status_code, "http_error", message, snippet or None)

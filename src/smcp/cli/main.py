@@ -128,7 +128,7 @@ def tenant_list(url: UrlOpt = DEFAULT_URL, token: TokenOpt = None, as_json: Json
         data = client.request("GET", "/tenants")
     if as_json:
         return out.emit_json(data)
-    out.table(["NAME", "CREATED"], [(t["name"], out.ts(t["created_at"])) for t in data["items"]])
+    out.table(["NAME", "CREATED"], [(t["name"], out.ts(t["created_at"])) for t in data])
 
 
 # ------------------------------------------------------------------------------- keys
@@ -170,7 +170,7 @@ def key_list(tenant: TenantOpt, url: UrlOpt = DEFAULT_URL, token: TokenOpt = Non
                 out.ts(k["last_used_at"]),
                 "revoked" if k["revoked_at"] else "active",
             )
-            for k in data["items"]
+            for k in data
         ],
     )
 
@@ -250,7 +250,7 @@ def server_list(tenant: TenantOpt, url: UrlOpt = DEFAULT_URL, token: TokenOpt = 
         data = client.request("GET", f"/tenants/{tenant}/servers")
     if as_json:
         return out.emit_json(data)
-    out.table(["NAME", "REVISION", "INSTANCES", "URL"], _server_rows(data["items"]))
+    out.table(["NAME", "REVISION", "INSTANCES", "URL"], _server_rows(data))
 
 
 @server_app.command("show")
@@ -316,10 +316,14 @@ def server_logs(
     if as_json:
         return out.emit_json(data)
     console = out.stdout()
-    for line in data["items"]:
-        console.print(f"{out.ts(line['at'])} {line['instance']} {line['stream']}: {line['text']}", markup=False, soft_wrap=True)
+    for line in data:
+        text = f"{out.ts(line['at'])} {line['instance']} {line['stream']}: {line['text']}"
+        console.print(text, markup=False, soft_wrap=True)
 
 
 from smcp.cli import serve as _serve  # noqa: E402  (registers `smcp up` and `smcp serve`)
 
 _serve.register(app)
+
+if __name__ == "__main__":  # `python -m smcp.cli.main` (what the test harness runs)
+    app()

@@ -3,25 +3,17 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from smcp.domain import ApiKey, Instance, LogLine, Revision, Server, Tenant
-
-T = TypeVar("T")
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
 
 
 class _Out(BaseModel):
     model_config = ConfigDict(from_attributes=True)
-
-
-class Items(BaseModel, Generic[T]):
-    """Every list is wrapped, so paging or totals can be added without breaking clients."""
-
-    items: list[T]
 
 
 class Health(BaseModel):

@@ -174,7 +174,7 @@ def extract(data: bytes, dest: Path, *, max_unpacked_bytes: int, max_entries: in
                         tar.extract(_normalised_member(member), tmp)
         except InvalidBundle:
             raise
-        except (tarfile.TarError, OSError, EOFError, zlib.error, UnicodeError) as exc:
+        except (tarfile.TarError, OSError, EOFError, zlib.error, ValueError, UnicodeError) as exc:
             raise InvalidBundle(f"bundle could not be extracted: {exc}") from exc
         _fix_dir_modes(tmp)
         # rename(2) atomically replaces an empty directory, so a pre-created empty
@@ -270,7 +270,7 @@ class _Validator:
             stream.drain()
         except InvalidBundle:
             raise
-        except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+        except (tarfile.TarError, OSError, EOFError, zlib.error, ValueError, UnicodeError) as exc:
             raise InvalidBundle(f"bundle is not a valid .tar.gz archive: {exc}") from exc
         self._whole_archive()
         if self.spec is None:

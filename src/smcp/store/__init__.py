@@ -19,10 +19,10 @@ from smcp.store.tenants import TenantRepo
 
 
 class Store:
-    def __init__(self, db: Database, blobs: BlobStore) -> None:
+    def __init__(self, db: Database, blobs: BlobStore, *, uid_base: int) -> None:
         self.db = db
         self.blobs = blobs
-        self.tenants = TenantRepo(db)
+        self.tenants = TenantRepo(db, uid_base=uid_base)
         self.api_keys = ApiKeyRepo(db)
         self.servers = ServerRepo(db)
 
@@ -39,7 +39,7 @@ class Store:
         except BaseException:
             await db.dispose()
             raise
-        return cls(db, BlobStore(blob_root))
+        return cls(db, BlobStore(blob_root), uid_base=settings.sandbox_uid_base)
 
     async def close(self) -> None:
         await self.api_keys.drain()

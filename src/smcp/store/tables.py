@@ -43,7 +43,19 @@ tenants = sa.Table(
     "tenants",
     metadata,
     sa.Column("id", sa.String(63), primary_key=True),
+    # The tenant's number n; its sandboxes run as host uid sandbox_uid_base + n. Never reused.
+    sa.Column("uid_index", sa.Integer(), nullable=False),
     sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.UniqueConstraint("uid_index", name="uq_tenants_uid_index"),
+)
+
+# Monotonic counters (name → last value handed out); values are never given out twice,
+# even after the row that took one is deleted.
+counters = sa.Table(
+    "counters",
+    metadata,
+    sa.Column("name", sa.String(63), primary_key=True),
+    sa.Column("value", sa.Integer(), nullable=False),
 )
 
 api_keys = sa.Table(

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response, status
 from smcp.control import deploy as deploying
 from smcp.control.auth import allow
 from smcp.control.context import Context, get_context
-from smcp.control.schemas import ERROR_RESPONSES, Deployment, InstanceOut, Items, LogLineOut, RevisionOut, ServerOut
+from smcp.control.schemas import ERROR_RESPONSES, Deployment, InstanceOut, LogLineOut, RevisionOut, ServerOut
 
 router = APIRouter(tags=["servers"], responses=ERROR_RESPONSES)
 Ctx = Annotated[Context, Depends(get_context)]
@@ -43,20 +43,18 @@ async def create_deployment(tenant: str, request: Request, ctx: Ctx) -> Deployme
     )
 
 
-@router.get("/tenants/{tenant}/servers", response_model=Items[ServerOut], dependencies=[allow("servers.list")])
-async def list_servers(tenant: str, ctx: Ctx) -> Items[ServerOut]:
+@router.get(
+    "/tenants/{tenant}/servers", response_model=list[ServerOut], dependencies=[allow("servers.list")]
+)
+async def list_servers(tenant: str, ctx: Ctx) -> list[ServerOut]:
     await ctx.store.tenants.require(tenant)
     servers = await ctx.store.servers.list(tenant)
-    return Items(
-        items=[
-            ServerOut.of(
-                s,
-                url=ctx.settings.server_url(tenant, s.name),
-                instances=len(ctx.runtime.instances(tenant, s.name)),
-            )
-            for s in servers
-        ]
-    )
+    return [
+        ServerOut.of(
+            s, url=ctx.settings.server_url(tenant, s.name), instances=len(ctx.runtime.instances(tenant, s.name))
+        )
+        for s in servers
+    ]
 
 
 @router.get("/tenants/{tenant}/servers/{server}", response_model=ServerOut, dependencies=[allow("servers.read")])
@@ -83,31 +81,31 @@ async def delete_server(tenant: str, server: str, ctx: Ctx) -> Response:
 
 @router.get(
     "/tenants/{tenant}/servers/{server}/revisions",
-    response_model=Items[RevisionOut],
+    response_model=list[RevisionOut],
     dependencies=[allow("servers.read")],
 )
-async def list_revisions(tenant: str, server: str, ctx: Ctx) -> Items[RevisionOut]:
+async def list_revisions(tenant: str, server: str, ctx: Ctx) -> list[RevisionOut]:
     await ctx.store.servers.require(tenant, server)
-    return Items(items=[RevisionOut.of(r) for r in await ctx.store.servers.revisions(tenant, server)])
+    return [RevisionOut.of(r) for r in await ctx.store.servers.revisions(tenant, server)]
 
 
 @router.get(
     "/tenants/{tenant}/servers/{server}/instances",
-    response_model=Items[InstanceOut],
+    response_model=list[InstanceOut],
     dependencies=[allow("servers.read")],
 )
-async def list_instances(tenant: str, server: str, ctx: Ctx) -> Items[InstanceOut]:
+async def list_instances(tenant: str, server: str, ctx: Ctx) -> list[InstanceOut]:
     await ctx.store.servers.require(tenant, server)
-    return Items(items=[InstanceOut.of(i) for i in ctx.runtime.instances(tenant, server)])
+    return [InstanceOut.of(i) for i in ctx.runtime.instances(tenant, server)]
 
 
 @router.get(
     "/tenants/{tenant}/servers/{server}/logs",
-    response_model=Items[LogLineOut],
+    response_model=list[LogLineOut],
     dependencies=[allow("servers.logs")],
 )
 async def server_logs(
     tenant: str, server: str, ctx: Ctx, limit: Annotated[int, Query(ge=1, le=10_000)] = 200
-) -> Items[LogLineOut]:
+) -> list[LogLineOut]:
     await ctx.store.servers.require(tenant, server)
-    return Items(items=[LogLineOut.of(line) for line in ctx.runtime.logs(tenant, server, limit=limit)])
+    return [LogLineOut.of(line) for line in ctx.runtime.logs(tenant, server, limit=limit)]

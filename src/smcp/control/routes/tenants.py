@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Response, status
 
 from smcp.control.auth import allow
 from smcp.control.context import Context, get_context
-from smcp.control.schemas import ERROR_RESPONSES, Items, KeyCreate, KeyCreated, KeyOut, TenantCreate, TenantOut
+from smcp.control.schemas import ERROR_RESPONSES, KeyCreate, KeyCreated, KeyOut, TenantCreate, TenantOut
 
 router = APIRouter(responses=ERROR_RESPONSES)
 Ctx = Annotated[Context, Depends(get_context)]
@@ -25,9 +25,11 @@ async def create_tenant(body: TenantCreate, ctx: Ctx) -> TenantOut:
     return TenantOut.of(await ctx.store.tenants.create(body.name))
 
 
-@router.get("/tenants", response_model=Items[TenantOut], tags=["tenants"], dependencies=[allow("tenants.list")])
-async def list_tenants(ctx: Ctx) -> Items[TenantOut]:
-    return Items(items=[TenantOut.of(t) for t in await ctx.store.tenants.list()])
+@router.get(
+    "/tenants", response_model=list[TenantOut], tags=["tenants"], dependencies=[allow("tenants.list")]
+)
+async def list_tenants(ctx: Ctx) -> list[TenantOut]:
+    return [TenantOut.of(t) for t in await ctx.store.tenants.list()]
 
 
 @router.get("/tenants/{tenant}", response_model=TenantOut, tags=["tenants"], dependencies=[allow("tenants.read")])
@@ -47,10 +49,12 @@ async def create_key(tenant: str, body: KeyCreate, ctx: Ctx) -> KeyCreated:
     return KeyCreated(**KeyOut.of(key).model_dump(), token=token)
 
 
-@router.get("/tenants/{tenant}/keys", response_model=Items[KeyOut], tags=["keys"], dependencies=[allow("keys.list")])
-async def list_keys(tenant: str, ctx: Ctx) -> Items[KeyOut]:
+@router.get(
+    "/tenants/{tenant}/keys", response_model=list[KeyOut], tags=["keys"], dependencies=[allow("keys.list")]
+)
+async def list_keys(tenant: str, ctx: Ctx) -> list[KeyOut]:
     await ctx.store.tenants.require(tenant)
-    return Items(items=[KeyOut.of(k) for k in await ctx.store.api_keys.list(tenant)])
+    return [KeyOut.of(k) for k in await ctx.store.api_keys.list(tenant)]
 
 
 @router.delete(

@@ -1,4 +1,4 @@
-"""Initial schema: tenants, api_keys, servers, revisions.
+"""Initial schema: counters, tenants, api_keys, servers, revisions.
 
 Revision ID: 0001
 Revises:
@@ -19,10 +19,18 @@ def upgrade() -> None:
     # SQLite cannot add a constraint to an existing table but accepts a foreign key to a
     # table that does not exist yet; other databases need it the other way round.
     inline_fk = op.get_bind().dialect.name == "sqlite"
+    counters = op.create_table(
+        "counters",
+        sa.Column("name", sa.String(63), primary_key=True),
+        sa.Column("value", sa.Integer(), nullable=False),
+    )
+    op.bulk_insert(counters, [{"name": "tenant_uid_index", "value": 0}])
     op.create_table(
         "tenants",
         sa.Column("id", sa.String(63), primary_key=True),
+        sa.Column("uid_index", sa.Integer(), nullable=False),
         sa.Column("created_at", sa.DateTime(), nullable=False),
+        sa.UniqueConstraint("uid_index", name="uq_tenants_uid_index"),
     )
     op.create_table(
         "api_keys",
@@ -77,3 +85,4 @@ def downgrade() -> None:
     op.drop_index("ix_api_keys_tenant_id", table_name="api_keys")
     op.drop_table("api_keys")
     op.drop_table("tenants")
+    op.drop_table("counters")
