@@ -32,7 +32,7 @@ def _inspector(hosted: Hosted, *args: str, key: str | None = None) -> subprocess
 def test_inspector_lists_tools(demo: Hosted) -> None:
     out = _inspector(demo, "--method", "tools/list", "--format", "json")
     assert out.returncode == 0, out.stderr + out.stdout
-    names = {t["name"] for t in json.loads(out.stdout)["tools"]}
+    names = {t["name"] for t in json.loads(out.stdout)["result"]["tools"]}
     assert {"echo", "add", "countdown"} <= names
 
 
@@ -41,7 +41,7 @@ def test_inspector_calls_a_tool(demo: Hosted) -> None:
         demo, "--method", "tools/call", "--tool-name", "echo", "--tool-arg", "text=inspected", "--format", "json"
     )
     assert out.returncode == 0, out.stderr + out.stdout
-    result = json.loads(out.stdout)
+    result = json.loads(out.stdout)["result"]
     assert result["content"][0]["text"] == "inspected"
 
 

@@ -79,11 +79,11 @@ def test_up_serves_the_demo_and_stops_cleanly() -> None:
             env={**os.environ, "DO_NOT_TRACK": "1"},
         )
         assert run.returncode == 0, run.stderr + run.stdout
-        assert "echo" in {t["name"] for t in json.loads(run.stdout)["tools"]}
+        assert "echo" in {t["name"] for t in json.loads(run.stdout)["result"]["tools"]}
         call = re.sub(r"--method tools/list.*", "--method tools/call --tool-name add --tool-arg a=2 --tool-arg b=3", line)
         run = subprocess.run(["bash", "-c", call + " --format json"], cwd=ROOT, capture_output=True, text=True, timeout=120)
         assert run.returncode == 0, run.stderr + run.stdout
-        assert "5" in json.loads(run.stdout)["content"][0]["text"]
+        assert "5" in json.loads(run.stdout)["result"]["content"][0]["text"]
 
         # Open a session so a sandboxed instance is running when we stop.
         headers = {

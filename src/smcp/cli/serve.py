@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import shlex
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -60,7 +61,7 @@ def serve(host: HostOpt = None, port: PortOpt = None, data_dir: DataOpt = None) 
     settings = _settings(host, port, data_dir)
     server = _server(settings)
     console.print(f"SMCP listening on [bold]{settings.base_url}[/] (data in {settings.data_dir})")
-    server.run()
+    _run_until_interrupted(server.serve())
     if not server.started:
         raise typer.Exit(1)
 
@@ -91,7 +92,16 @@ def up(
         console.print("\nPress Ctrl-C to stop.")
         await serving
 
-    asyncio.run(main())
+    _run_until_interrupted(main())
+
+
+def _run_until_interrupted(main: Coroutine[Any, Any, None]) -> None:
+    # uvicorn re-raises the SIGINT it handled once shutdown is complete; by then every
+    # instance is stopped, so Ctrl-C is a clean, successful exit.
+    try:
+        asyncio.run(main)
+    except KeyboardInterrupt:
+        console.print("SMCP stopped.")
 
 
 async def _provision_demo(settings: Settings, demo_dir: Path) -> dict[str, str]:
