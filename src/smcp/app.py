@@ -18,6 +18,7 @@ from smcp.auth.cache import CachedAuthenticator
 from smcp.config import Settings
 from smcp.control import create_control_app
 from smcp.gateway import Gateway
+from smcp.gateway.authn import Authenticator
 from smcp.gateway.asgi import Receive, Scope, Send
 from smcp.runtime.local import LocalRuntime
 from smcp.store import Store
@@ -58,7 +59,7 @@ class Platform:
         self.runtime = runtime = LocalRuntime(settings, store.tenants.sandbox_uid)
         self.gateway = gateway = Gateway(
             settings,
-            CachedAuthenticator(store.api_keys.authenticate, settings.auth_cache_ttl_s),
+            Authenticator(CachedAuthenticator(store.api_keys.authenticate, settings.auth_cache_ttl_s)),
             store.servers.live_revision,
             runtime,
         )

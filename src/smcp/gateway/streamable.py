@@ -24,6 +24,7 @@ from smcp.gateway.asgi import (
     start_stream,
     stream_chunk,
 )
+from smcp.gateway.authn import Authenticator
 from smcp.gateway.guard import Guard
 from smcp.gateway.sessions import Item, PendingRequest, Session, SessionTable
 from smcp.protocol import jsonrpc, sse
@@ -32,16 +33,15 @@ from smcp.runtime.interface import ChannelClosed, Runtime
 
 log = logging.getLogger("smcp.gateway")
 
-Authenticate = Callable[[str], Awaitable[Principal | None]]
 Resolve = Callable[[str, str], Awaitable[Revision | None]]
 
 _NOT_FOUND = orjson.dumps({"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": "no such MCP server"}})
 
 
 class Gateway:
-    def __init__(self, settings: Settings, authenticate: Authenticate, resolve: Resolve, runtime: Runtime) -> None:
+    def __init__(self, settings: Settings, authn: Authenticator, resolve: Resolve, runtime: Runtime) -> None:
         self._s = settings
-        self._authenticate = authenticate
+        self._authn = authn
         self._resolve = resolve
         self._runtime = runtime
         self._guard = Guard(settings)
@@ -91,14 +91,11 @@ class Gateway:
             await respond_json(send, 403, {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": refused}})
             return
 
-        principal = await self._principal(headers)
+        resource_url = self._s.server_url(tenant, server)
+        principal = await self._authn.principal(headers, resource_url=resource_url)
         if principal is None:
-            await respond_json(
-                send,
-                401,
-                {"error": "invalid_token", "error_description": "a valid API key is required (Authorization: Bearer <key>)"},
-                headers=[("www-authenticate", 'Bearer realm="smcp", error="invalid_token"')],
-            )
+            refusal = self._authn.challenge(resource_url=resource_url)
+            await respond_json(send, refusal.status, refusal.body, headers=refusal.headers)
             return
         # Resolve first and compare tenants after, so a foreign tenant's server and a
         # missing one take the same path and give the same answer.
@@ -116,13 +113,6 @@ class Gateway:
             await self._delete(send, headers, principal, revision)
         else:
             await respond(send, 405, b"", headers=[("allow", "GET, POST, DELETE")])
-
-    async def _principal(self, headers: dict[str, str]) -> Principal | None:
-        auth = headers.get("authorization", "")
-        scheme, _, token = auth.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            return None
-        return await self._authenticate(token.strip())
 
     def _session_for(
         self, headers: dict[str, str], principal: Principal, revision: Revision
