@@ -26,8 +26,10 @@ from smcp.gateway.asgi import (
 )
 from smcp.gateway.authn import Authenticator
 from smcp.gateway.guard import Guard
+from smcp.gateway.modern import ModernEndpoint
+from smcp.gateway.relay import next_item, relay, watch_disconnect
 from smcp.gateway.sessions import Item, PendingRequest, Session, SessionTable
-from smcp.protocol import jsonrpc, sse
+from smcp.protocol import jsonrpc, modern, sse
 from smcp.protocol.headers import SESSION_HEADER, VERSION_HEADER, accepts, version_supported
 from smcp.runtime.interface import ChannelClosed, Runtime
 
@@ -46,6 +48,7 @@ class Gateway:
         self._runtime = runtime
         self._guard = Guard(settings)
         self.sessions = SessionTable(settings.max_sessions)
+        self._modern = ModernEndpoint(settings, runtime)
         self._reaper: asyncio.Task[None] | None = None
 
     # -- lifecycle ------------------------------------------------------------------
@@ -57,6 +60,7 @@ class Gateway:
             self._reaper.cancel()
         for session in self.sessions.all():
             await self._end_session(session, "gateway shutting down")
+        await self._modern.aclose()
 
     async def _reap_idle(self) -> None:
         interval = min(30.0, self._s.session_idle_timeout_s / 2)
@@ -162,11 +166,14 @@ class Gateway:
             await _rpc_error(send, 400, exc.id, exc.code, exc.message)
             return
 
+        version = headers.get(VERSION_HEADER)
+        if modern.is_modern(version, message.body):
+            await self._modern.handle(receive, send, headers, message, revision)
+            return
         if message.method == "initialize":
             await self._initialize(send, message, principal, revision)
             return
 
-        version = headers.get(VERSION_HEADER)
         if not version_supported(version):
             await _rpc_error(send, 400, message.id, jsonrpc.INVALID_REQUEST, f"unsupported MCP-Protocol-Version {version!r}")
             return
@@ -212,80 +219,25 @@ class Gateway:
             session.end(message.id_key)
             await self._gone(send, session, message, str(exc))
             return
-        await self._answer(receive, send, session, message, pending, self._s.request_timeout_s)
 
-    async def _answer(
-        self,
-        receive: Receive,
-        send: Send,
-        session: Session,
-        message: jsonrpc.Message,
-        pending: PendingRequest,
-        timeout: float,
-        extra_headers: list[tuple[str, str]] | None = None,
-    ) -> None:
-        """Relay what the instance sends for this request: JSON if the answer comes first, else SSE."""
-        deadline = time.monotonic() + timeout
-        hdrs = extra_headers or []
-        first = await self._next(session, message, pending, deadline)
-        raw, final = first
-        if final:
-            # Nothing came before the answer: a plain JSON response is cheaper than SSE.
-            if raw is None:
-                await respond(send, 202, headers=hdrs)
-            else:
-                await respond(send, 200, raw, headers=hdrs)
-            return
-        await start_stream(send, hdrs)
-        disconnected = asyncio.Event()
-        watcher = asyncio.create_task(_watch_disconnect(receive, disconnected))
-        try:
-            item: Item = first
-            while True:
-                raw, final = item
-                if raw is not None:
-                    await stream_chunk(send, sse.event(raw, event_id=session.next_event_id()))
-                if final:
-                    break
-                item = await self._next(session, message, pending, deadline, disconnected, keepalive_send=send)
-                if disconnected.is_set():
-                    # The client left; in this era that is not a cancellation, so the
-                    # request stays with the instance and its answer is dropped.
-                    pending.streaming = False
-                    return
-            await stream_chunk(send, b"", more=False)
-        finally:
-            watcher.cancel()
+        async def timed_out() -> Item:
+            return await self._timed_out(session, message)
 
-    async def _next(
-        self,
-        session: Session,
-        message: jsonrpc.Message,
-        pending: PendingRequest,
-        deadline: float,
-        disconnected: asyncio.Event | None = None,
-        keepalive_send: Send | None = None,
-    ) -> Item:
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return await self._timed_out(session, message)
-            wait = min(remaining, self._s.sse_keepalive_s) if keepalive_send else remaining
-            getter = asyncio.ensure_future(pending.queue.get())
-            waiters: set[asyncio.Future[object]] = {getter}  # type: ignore[arg-type]
-            stop = asyncio.ensure_future(disconnected.wait()) if disconnected is not None else None
-            if stop is not None:
-                waiters.add(stop)  # type: ignore[arg-type]
-            done, _ = await asyncio.wait(waiters, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
-            if stop is not None and not stop.done():
-                stop.cancel()
-            if getter in done:
-                return getter.result()
-            getter.cancel()
-            if stop is not None and stop in done:
-                return (None, False)
-            if keepalive_send is not None and time.monotonic() < deadline:
-                await stream_chunk(keepalive_send, sse.comment("keepalive"))
+        async def left() -> None:
+            # In this era a client leaving is not a cancellation: the request stays
+            # with the instance and its answer is dropped.
+            pending.streaming = False
+
+        await relay(
+            receive,
+            send,
+            pending.queue,
+            timeout_s=self._s.request_timeout_s,
+            keepalive_s=self._s.sse_keepalive_s,
+            on_timeout=timed_out,
+            on_disconnect=left,
+            event_id=session.next_event_id,
+        )
 
     async def _timed_out(self, session: Session, message: jsonrpc.Message) -> Item:
         session.end(message.id_key)
@@ -330,7 +282,10 @@ class Gateway:
             await self._end_session(session, str(exc))
             await _rpc_error(send, 503, message.id, jsonrpc.INTERNAL_ERROR, f"MCP server did not start: {exc}")
             return
-        first = await self._next(session, message, pending, time.monotonic() + self._s.initialize_timeout_s)
+        async def no_answer() -> Item:
+            return (None, True)
+
+        first = await next_item(pending.queue, time.monotonic() + self._s.initialize_timeout_s, no_answer)
         raw, _ = first
         if raw is None or "result" not in orjson.loads(raw):
             await self._end_session(session, "initialize failed")
@@ -365,7 +320,7 @@ class Gateway:
             queue.put_nowait((raw, False))
         await start_stream(send)
         disconnected = asyncio.Event()
-        watcher = asyncio.create_task(_watch_disconnect(receive, disconnected))
+        watcher = asyncio.create_task(watch_disconnect(receive, disconnected))
         try:
             while not disconnected.is_set():
                 getter = asyncio.ensure_future(queue.get())
@@ -397,14 +352,6 @@ class Gateway:
             return
         await self._end_session(session, "closed by the client")
         await respond(send, 204)
-
-
-async def _watch_disconnect(receive: Receive, flag: asyncio.Event) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            flag.set()
-            return
 
 
 async def _rpc_error(send: Send, status: int, id: object, code: int, message: str) -> None:

@@ -1,0 +1,190 @@
+"""The 2026-07-28 era at the same endpoint, bridged onto a shared legacy-era instance.
+
+Every modern request is validated (headers against body, version, `_meta`), then
+forwarded to one initialized instance per revision with a gateway-unique id. Closing
+the response stream cancels the request upstream, as this era specifies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import orjson
+
+from smcp.config import Settings
+from smcp.domain import Revision
+from smcp.gateway.asgi import Receive, Send, respond, start_stream, stream_chunk
+from smcp.gateway.relay import Item, relay, watch_disconnect
+from smcp.gateway.upstream import SharedUpstream, to_modern_result
+from smcp.protocol import jsonrpc, modern, sse
+from smcp.runtime.interface import ChannelClosed, Runtime
+
+_LISTEN_FILTER = {
+    "toolsListChanged": "notifications/tools/list_changed",
+    "promptsListChanged": "notifications/prompts/list_changed",
+    "resourcesListChanged": "notifications/resources/list_changed",
+}
+
+
+class ModernEndpoint:
+    def __init__(self, settings: Settings, runtime: Runtime) -> None:
+        self._s = settings
+        self._runtime = runtime
+        self._upstreams: dict[str, SharedUpstream] = {}
+
+    def upstream(self, revision: Revision) -> SharedUpstream:
+        upstream = self._upstreams.get(revision.id)
+        if upstream is None:
+            upstream = self._upstreams[revision.id] = SharedUpstream(
+                self._runtime, revision, init_timeout_s=self._s.initialize_timeout_s
+            )
+        return upstream
+
+    async def aclose(self) -> None:
+        for upstream in list(self._upstreams.values()):
+            await upstream.close()
+        self._upstreams.clear()
+
+    async def handle(
+        self, receive: Receive, send: Send, headers: dict[str, str], message: jsonrpc.Message, revision: Revision
+    ) -> None:
+        refusal = modern.check(message, headers)
+        if refusal is not None:
+            await respond(send, refusal.status, refusal.body)
+            return
+        if message.kind is jsonrpc.Kind.notification:
+            # This era defines no client notifications over HTTP; accept and drop.
+            await respond(send, 202)
+            return
+        if message.kind is jsonrpc.Kind.response:
+            await respond(send, 400, jsonrpc.error(None, jsonrpc.INVALID_REQUEST, "clients do not send responses in this era"))
+            return
+        upstream = self.upstream(revision)
+        try:
+            await upstream.ensure()
+        except (ChannelClosed, Exception) as exc:  # noqa: BLE001 — any start failure is one answer
+            await respond(send, 503, jsonrpc.error(message.id, jsonrpc.INTERNAL_ERROR, f"could not start the MCP server: {exc}"))
+            return
+        method = message.method
+        if method == "server/discover":
+            await respond(send, 200, self._discover(message, upstream))
+            return
+        if method == "subscriptions/listen":
+            await self._listen(receive, send, message, upstream)
+            return
+        if method == "tools/call":
+            refusal = await self._check_params(message, headers, upstream)
+            if refusal is not None:
+                await respond(send, refusal.status, refusal.body)
+                return
+        await self._forward(receive, send, message, upstream)
+
+    async def _check_params(
+        self, message: jsonrpc.Message, headers: dict[str, str], upstream: SharedUpstream
+    ) -> modern.Refusal | None:
+        params = message.body.get("params")
+        name = params.get("name") if isinstance(params, dict) else None
+        if not isinstance(name, str):
+            return None
+        if name not in upstream.mirrored:
+            # Learn the tool's x-mcp-header annotations once, from the server itself.
+            with contextlib.suppress(ChannelClosed, TimeoutError):
+                gid, pending = await upstream.send({"jsonrpc": "2.0", "id": "smcp-tools", "method": "tools/list"})
+                await asyncio.wait_for(pending.queue.get(), timeout=self._s.request_timeout_s)
+        return modern.check_param_headers(message, headers, upstream.mirrored.get(name, {}))
+
+    def _discover(self, message: jsonrpc.Message, upstream: SharedUpstream) -> bytes:
+        init = upstream.init_result or {}
+        result: dict[str, Any] = {
+            "resultType": "complete",
+            "supportedVersions": list(modern.SUPPORTED_VERSIONS),
+            "capabilities": init.get("capabilities", {}),
+        }
+        if "instructions" in init:
+            result["instructions"] = init["instructions"]
+        if isinstance(init.get("serverInfo"), dict):
+            result["_meta"] = {modern.META_SERVER_INFO: init["serverInfo"]}
+        to_modern_result("server/discover", result)
+        return orjson.dumps({"jsonrpc": "2.0", "id": message.id, "result": result})
+
+    async def _forward(self, receive: Receive, send: Send, message: jsonrpc.Message, upstream: SharedUpstream) -> None:
+        try:
+            gid, pending = await upstream.send(message.body)
+        except ChannelClosed as exc:
+            await respond(send, 503, jsonrpc.error(message.id, jsonrpc.INTERNAL_ERROR, f"MCP server unavailable: {exc}"))
+            return
+
+        async def timed_out() -> Item:
+            await upstream.cancel(gid, "request timed out at the gateway")
+            text = f"request timed out after {self._s.request_timeout_s:g}s"
+            return (jsonrpc.error(message.id, jsonrpc.INTERNAL_ERROR, text), True)
+
+        async def cancelled() -> None:
+            # Closing the response stream is this era's cancellation.
+            await upstream.cancel(gid, "the client closed the response stream")
+
+        try:
+            await relay(
+                receive,
+                send,
+                pending.queue,  # type: ignore[arg-type]
+                timeout_s=self._s.request_timeout_s,
+                keepalive_s=self._s.sse_keepalive_s,
+                on_timeout=timed_out,
+                on_disconnect=cancelled,
+            )
+        finally:
+            upstream.done(gid)
+
+    async def _listen(self, receive: Receive, send: Send, message: jsonrpc.Message, upstream: SharedUpstream) -> None:
+        params = message.body.get("params")
+        wanted = params.get("notifications") if isinstance(params, dict) else None
+        wanted = wanted if isinstance(wanted, dict) else {}
+        methods = {m for key, m in _LISTEN_FILTER.items() if wanted.get(key) is True}
+        uris = {u for u in wanted.get("resourceSubscriptions", []) if isinstance(u, str)} if isinstance(
+            wanted.get("resourceSubscriptions"), list
+        ) else set()
+        agreed: dict[str, Any] = {key: True for key, m in _LISTEN_FILTER.items() if m in methods}
+        if uris:
+            agreed["resourceSubscriptions"] = sorted(uris)
+        sub_meta = {modern.META_SUBSCRIPTION: message.id}
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        upstream.listeners.add(queue)
+        await start_stream(send)
+        disconnected = asyncio.Event()
+        watcher = asyncio.create_task(watch_disconnect(receive, disconnected))
+        try:
+            ack = {
+                "jsonrpc": "2.0",
+                "method": "notifications/subscriptions/acknowledged",
+                "params": {"_meta": sub_meta, "notifications": agreed},
+            }
+            await stream_chunk(send, sse.event(orjson.dumps(ack)))
+            while not disconnected.is_set():
+                getter = asyncio.ensure_future(queue.get())
+                stop = asyncio.ensure_future(disconnected.wait())
+                done, _ = await asyncio.wait(
+                    {getter, stop}, timeout=self._s.sse_keepalive_s, return_when=asyncio.FIRST_COMPLETED
+                )
+                if not stop.done():
+                    stop.cancel()
+                if getter not in done:
+                    getter.cancel()
+                    if not disconnected.is_set():
+                        await stream_chunk(send, sse.comment("keepalive"))
+                    continue
+                note = getter.result()
+                method = note.get("method")
+                note_params = note.get("params") if isinstance(note.get("params"), dict) else {}
+                if method == "notifications/resources/updated":
+                    if note_params.get("uri") not in uris:
+                        continue
+                elif method not in methods:
+                    continue
+                out = {**note, "params": {**note_params, "_meta": {**note_params.get("_meta", {}), **sub_meta}}}
+                await stream_chunk(send, sse.event(orjson.dumps(out)))
+        finally:
+            watcher.cancel()
+            upstream.listeners.discard(queue)

@@ -1,0 +1,160 @@
+"""The 2026-07-28 (stateless) era at the same endpoint, bridged onto legacy stdio servers."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import httpx
+import httpx2
+import pytest
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+
+from tests.conftest import Hosted
+
+MODERN = "2026-07-28"
+ACCEPT = "application/json, text/event-stream"
+
+
+def _meta(**extra: Any) -> dict[str, Any]:
+    return {
+        "io.modelcontextprotocol/protocolVersion": MODERN,
+        "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "0"},
+        "io.modelcontextprotocol/clientCapabilities": {},
+        **extra,
+    }
+
+
+def _post(hosted: Hosted, body: dict[str, Any], **headers: str) -> httpx.Response:
+    h = {
+        "authorization": f"Bearer {hosted.key}",
+        "accept": ACCEPT,
+        "content-type": "application/json",
+        "mcp-protocol-version": MODERN,
+        "mcp-method": body.get("method", ""),
+        **{k.replace("_", "-"): v for k, v in headers.items()},
+    }
+    return httpx.post(hosted.url, json=body, headers=h, timeout=30)
+
+
+@pytest.mark.asyncio
+async def test_sdk_client_in_modern_mode(demo: Hosted) -> None:
+    http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {demo.key}"}, timeout=30)
+    seen: list[float] = []
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        seen.append(progress)
+
+    async with Client(streamable_http_client(demo.url, http_client=http), mode=MODERN) as client:
+        tools = {t.name for t in (await client.list_tools()).tools}
+        assert {"echo", "countdown"} <= tools
+        result = await client.call_tool("echo", {"text": "modern hello"})
+        assert result.content[0].text == "modern hello"
+        result = await client.call_tool("countdown", {"n": 2}, progress_callback=on_progress)
+        assert "liftoff" in result.content[0].text
+    assert len(seen) == 2
+
+
+def test_server_discover_is_synthesised(demo: Hosted) -> None:
+    r = _post(demo, {"jsonrpc": "2.0", "id": "d1", "method": "server/discover", "params": {"_meta": _meta()}})
+    assert r.status_code == 200, r.text
+    result = r.json()["result"]
+    assert MODERN in result["supportedVersions"] and "2025-11-25" in result["supportedVersions"]
+    assert "tools" in result["capabilities"]
+    assert result["_meta"]["io.modelcontextprotocol/serverInfo"]["name"] == "demo"
+
+
+def test_concurrent_clients_with_the_same_id_get_their_own_answers(demo: Hosted) -> None:
+    import concurrent.futures
+
+    def call(text: str) -> str:
+        body = {
+            "jsonrpc": "2.0",
+            "id": 1,  # every client uses id 1: the gateway must keep them apart
+            "method": "tools/call",
+            "params": {"name": "echo", "arguments": {"text": text}, "_meta": _meta()},
+        }
+        r = _post(demo, body, mcp_name="echo")
+        assert r.status_code == 200, r.text
+        assert r.json()["id"] == 1
+        return r.json()["result"]["content"][0]["text"]
+
+    texts = [f"client-{i}" for i in range(12)]
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        assert list(pool.map(call, texts)) == texts
+
+
+def test_header_mismatch_is_32020(demo: Hosted) -> None:
+    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "echo", "arguments": {"text": "x"}, "_meta": _meta()}}
+    r = _post(demo, body, mcp_name="add")
+    assert r.status_code == 400 and r.json()["error"]["code"] == -32020
+    r = _post(demo, body)  # Mcp-Name missing
+    assert r.status_code == 400 and r.json()["error"]["code"] == -32020
+    r = _post(demo, body, mcp_name="echo", mcp_method="tools/list")
+    assert r.status_code == 400 and r.json()["error"]["code"] == -32020
+    encoded = "=?base64?" + base64.b64encode(b"echo").decode() + "?="
+    assert _post(demo, body, mcp_name=encoded).status_code == 200
+
+
+def test_version_errors(demo: Hosted) -> None:
+    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"_meta": _meta()}}
+    r = _post(demo, body, mcp_protocol_version="2099-01-01")
+    assert r.status_code == 400
+    err = r.json()["error"]
+    assert err["code"] == -32022 and MODERN in err["data"]["supported"]
+    mismatched = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"_meta": _meta(**{"io.modelcontextprotocol/protocolVersion": "2025-11-25"})}}
+    r = _post(demo, mismatched)
+    assert r.status_code == 400 and r.json()["error"]["code"] == -32020
+
+
+def test_missing_meta_is_invalid_params(demo: Hosted) -> None:
+    meta = _meta()
+    del meta["io.modelcontextprotocol/clientCapabilities"]
+    r = _post(demo, {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"_meta": meta}})
+    assert r.status_code == 400 and r.json()["error"]["code"] == -32602
+
+
+@pytest.mark.parametrize("method", ["initialize", "ping", "logging/setLevel", "resources/subscribe"])
+def test_removed_methods_are_404(demo: Hosted, method: str) -> None:
+    r = _post(demo, {"jsonrpc": "2.0", "id": 1, "method": method, "params": {"_meta": _meta()}})
+    assert r.status_code == 404 and r.json()["error"]["code"] == -32601
+
+
+def test_unknown_methods_are_forwarded(demo: Hosted) -> None:
+    r = _post(demo, {"jsonrpc": "2.0", "id": 5, "method": "vendor/thing", "params": {"_meta": _meta()}})
+    assert r.status_code == 200
+    assert r.json()["id"] == 5 and r.json()["error"]["code"] == -32601
+
+
+def test_progress_streams_with_the_clients_token(demo: Hosted) -> None:
+    body = {
+        "jsonrpc": "2.0",
+        "id": "p1",
+        "method": "tools/call",
+        "params": {"name": "countdown", "arguments": {"n": 2}, "_meta": _meta(progressToken="mine")},
+    }
+    r = _post(demo, body, mcp_name="countdown")
+    assert r.headers["content-type"].startswith("text/event-stream")
+    import json
+
+    messages = [json.loads(line[5:]) for line in r.text.splitlines() if line.startswith("data:")]
+    assert [m["params"]["progressToken"] for m in messages[:-1]] == ["mine", "mine"]
+    assert messages[-1]["id"] == "p1" and "result" in messages[-1]
+
+
+def test_modern_requests_fail_cleanly_when_the_server_crashes(probe: Hosted) -> None:
+    body = {"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {"name": "crash", "arguments": {}, "_meta": _meta()}}
+    r = _post(probe, body, mcp_name="crash")
+    assert r.status_code == 200
+    assert r.json()["id"] == 9 and r.json()["error"]["code"] == -32603
+    # The shared instance is restarted behind the bridge: the next call works.
+    import time
+
+    deadline = time.monotonic() + 15
+    while True:
+        r = _post(probe, {"jsonrpc": "2.0", "id": 10, "method": "tools/list", "params": {"_meta": _meta()}})
+        if r.status_code == 200 and "result" in r.json():
+            break
+        assert time.monotonic() < deadline, r.text
+        time.sleep(0.3)
