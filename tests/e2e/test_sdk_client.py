@@ -58,11 +58,13 @@ async def test_server_runs_sandboxed(demo: Hosted) -> None:
         assert info["hostname"] == "smcp"
 
 
-async def test_each_session_gets_its_own_instance(demo: Hosted) -> None:
+async def test_sessions_share_one_instance_by_default(demo: Hosted) -> None:
     async with _client(demo) as a, _client(demo) as b:
-        pid_a = (await a.call_tool("whoami", {})).structured_content
-        pid_b = (await b.call_tool("whoami", {})).structured_content
-        assert pid_a is not None and pid_b is not None
-        # Separate pid namespaces: both are small pids, but they are different processes.
+        who_a = (await a.call_tool("whoami", {})).structured_content
+        who_b = (await b.call_tool("whoami", {})).structured_content
+        assert who_a is not None and who_b is not None
+        # sharing = "shared" (the default): one sandboxed process serves both sessions,
+        # and the gateway keeps their requests apart.
+        assert who_a["pid"] == who_b["pid"]
         assert (await a.call_tool("echo", {"text": "a"})).content[0].text == "a"
         assert (await b.call_tool("echo", {"text": "b"})).content[0].text == "b"

@@ -62,7 +62,9 @@ class ServerSpec(BaseModel):
     env: dict[str, str] = Field(default_factory=dict)
     resources: Resources = Resources()
     scaling: Scaling = Scaling()
-    sharing: SharingMode = SharingMode.per_session
+    # shared: one instance serves every session (ids rewritten by the gateway);
+    # per-principal: one per caller identity; per-session: one per client session.
+    sharing: SharingMode = SharingMode.shared
     description: str = ""
 
     @field_validator("name")
@@ -99,8 +101,6 @@ class ServerSpec(BaseModel):
                 raise ValueError("runtime 'command' takes command, not entrypoint")
             if any("\0" in part for part in self.command):
                 raise ValueError("command contains a NUL byte")
-        if self.sharing is not SharingMode.per_session:
-            raise ValueError(f"sharing mode {self.sharing.value!r} is not available yet; use 'per-session'")
         return self
 
     def to_json(self) -> dict[str, Any]:

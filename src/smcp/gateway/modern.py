@@ -14,12 +14,12 @@ from typing import Any
 import orjson
 
 from smcp.config import Settings
-from smcp.domain import Revision
+from smcp.domain import Principal, Revision
 from smcp.gateway.asgi import Receive, Send, respond, start_stream, stream_chunk
 from smcp.gateway.relay import Item, relay, watch_disconnect
-from smcp.gateway.upstream import SharedUpstream, to_modern_result
+from smcp.gateway.upstream import SharedUpstream, UpstreamPool, to_modern_result
 from smcp.protocol import jsonrpc, modern, sse
-from smcp.runtime.interface import ChannelClosed, Runtime
+from smcp.runtime.interface import ChannelClosed
 
 _LISTEN_FILTER = {
     "toolsListChanged": "notifications/tools/list_changed",
@@ -29,26 +29,18 @@ _LISTEN_FILTER = {
 
 
 class ModernEndpoint:
-    def __init__(self, settings: Settings, runtime: Runtime) -> None:
+    def __init__(self, settings: Settings, upstreams: UpstreamPool) -> None:
         self._s = settings
-        self._runtime = runtime
-        self._upstreams: dict[str, SharedUpstream] = {}
-
-    def upstream(self, revision: Revision) -> SharedUpstream:
-        upstream = self._upstreams.get(revision.id)
-        if upstream is None:
-            upstream = self._upstreams[revision.id] = SharedUpstream(
-                self._runtime, revision, init_timeout_s=self._s.initialize_timeout_s
-            )
-        return upstream
-
-    async def aclose(self) -> None:
-        for upstream in list(self._upstreams.values()):
-            await upstream.close()
-        self._upstreams.clear()
+        self._upstreams = upstreams
 
     async def handle(
-        self, receive: Receive, send: Send, headers: dict[str, str], message: jsonrpc.Message, revision: Revision
+        self,
+        receive: Receive,
+        send: Send,
+        headers: dict[str, str],
+        message: jsonrpc.Message,
+        revision: Revision,
+        principal: Principal,
     ) -> None:
         refusal = modern.check(message, headers)
         if refusal is not None:
@@ -61,7 +53,7 @@ class ModernEndpoint:
         if message.kind is jsonrpc.Kind.response:
             await respond(send, 400, jsonrpc.error(None, jsonrpc.INVALID_REQUEST, "clients do not send responses in this era"))
             return
-        upstream = self.upstream(revision)
+        upstream = self._upstreams.get(revision, principal.subject)
         try:
             await upstream.ensure()
         except (ChannelClosed, Exception) as exc:  # noqa: BLE001 — any start failure is one answer
@@ -90,9 +82,14 @@ class ModernEndpoint:
             return None
         if name not in upstream.mirrored:
             # Learn the tool's x-mcp-header annotations once, from the server itself.
+            answered: asyncio.Queue[bytes] = asyncio.Queue()
             with contextlib.suppress(ChannelClosed, TimeoutError):
-                gid, pending = await upstream.send({"jsonrpc": "2.0", "id": "smcp-tools", "method": "tools/list"})
-                await asyncio.wait_for(pending.queue.get(), timeout=self._s.request_timeout_s)
+                await upstream.send(
+                    {"jsonrpc": "2.0", "id": "smcp-tools", "method": "tools/list"},
+                    lambda raw, _final: answered.put_nowait(raw),
+                    modern=False,
+                )
+                await asyncio.wait_for(answered.get(), timeout=self._s.request_timeout_s)
         return modern.check_param_headers(message, headers, upstream.mirrored.get(name, {}))
 
     def _discover(self, message: jsonrpc.Message, upstream: SharedUpstream) -> bytes:
@@ -110,8 +107,9 @@ class ModernEndpoint:
         return orjson.dumps({"jsonrpc": "2.0", "id": message.id, "result": result})
 
     async def _forward(self, receive: Receive, send: Send, message: jsonrpc.Message, upstream: SharedUpstream) -> None:
+        queue: asyncio.Queue[Item] = asyncio.Queue()
         try:
-            gid, pending = await upstream.send(message.body)
+            gid = await upstream.send(message.body, lambda raw, final: queue.put_nowait((raw, final)), modern=True)
         except ChannelClosed as exc:
             await respond(send, 503, jsonrpc.error(message.id, jsonrpc.INTERNAL_ERROR, f"MCP server unavailable: {exc}"))
             return
@@ -129,7 +127,7 @@ class ModernEndpoint:
             await relay(
                 receive,
                 send,
-                pending.queue,  # type: ignore[arg-type]
+                queue,
                 timeout_s=self._s.request_timeout_s,
                 keepalive_s=self._s.sse_keepalive_s,
                 on_timeout=timed_out,

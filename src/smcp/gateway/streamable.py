@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 import orjson
 
 from smcp.config import Settings
-from smcp.domain import Principal, Revision
+from smcp.domain import Principal, Revision, SharingMode
 from smcp.gateway.asgi import (
     BodyTooLarge,
     Receive,
@@ -27,11 +27,13 @@ from smcp.gateway.asgi import (
 from smcp.gateway.authn import Authenticator
 from smcp.gateway.guard import Guard
 from smcp.gateway.modern import ModernEndpoint
+from smcp.gateway.shared import SharedChannel
+from smcp.gateway.upstream import UpstreamPool
 from smcp.gateway.relay import next_item, relay, watch_disconnect
 from smcp.gateway.sessions import Item, PendingRequest, Session, SessionTable
 from smcp.protocol import jsonrpc, modern, sse
 from smcp.protocol.headers import SESSION_HEADER, VERSION_HEADER, accepts, version_supported
-from smcp.runtime.interface import ChannelClosed, Runtime
+from smcp.runtime.interface import Channel, ChannelClosed, Runtime
 
 log = logging.getLogger("smcp.gateway")
 
@@ -48,7 +50,8 @@ class Gateway:
         self._runtime = runtime
         self._guard = Guard(settings)
         self.sessions = SessionTable(settings.max_sessions)
-        self._modern = ModernEndpoint(settings, runtime)
+        self._upstreams = UpstreamPool(runtime, init_timeout_s=settings.initialize_timeout_s)
+        self._modern = ModernEndpoint(settings, self._upstreams)
         self._reaper: asyncio.Task[None] | None = None
 
     # -- lifecycle ------------------------------------------------------------------
@@ -60,7 +63,7 @@ class Gateway:
             self._reaper.cancel()
         for session in self.sessions.all():
             await self._end_session(session, "gateway shutting down")
-        await self._modern.aclose()
+        await self._upstreams.aclose()
 
     async def _reap_idle(self) -> None:
         interval = min(30.0, self._s.session_idle_timeout_s / 2)
@@ -168,7 +171,7 @@ class Gateway:
 
         version = headers.get(VERSION_HEADER)
         if modern.is_modern(version, message.body):
-            await self._modern.handle(receive, send, headers, message, revision)
+            await self._modern.handle(receive, send, headers, message, revision, principal)
             return
         if message.method == "initialize":
             await self._initialize(send, message, principal, revision)
@@ -267,7 +270,7 @@ class Gateway:
             return
         session_id = self.sessions.new_id()
         try:
-            channel = await self._runtime.connect(revision, session=session_id)
+            channel = await self._channel_for(revision, principal, session_id)
         except Exception as exc:
             log.exception("could not start an instance for %s/%s", revision.tenant, revision.server)
             await _rpc_error(send, 503, message.id, jsonrpc.INTERNAL_ERROR, f"could not start the MCP server: {exc}")
@@ -294,6 +297,13 @@ class Gateway:
             await respond(send, 200, raw)
             return
         await respond(send, 200, raw, headers=[("mcp-session-id", session_id)])
+
+    async def _channel_for(self, revision: Revision, principal: Principal, session_id: str) -> Channel:
+        if revision.spec.sharing is SharingMode.per_session:
+            return await self._runtime.connect(revision, session=session_id)
+        upstream = self._upstreams.get(revision, principal.subject)
+        await upstream.ensure()
+        return SharedChannel(upstream, session_id)
 
     def _lost(self, session: Session, why: str) -> None:
         session.fail_pending(jsonrpc.INSTANCE_LOST, f"{why}; the request was not completed")

@@ -1,8 +1,10 @@
-"""A shared legacy-era instance serving many modern (stateless) requests.
+"""Shared instances: one initialized legacy-era instance serving many callers.
 
-The gateway initializes the instance once, then multiplexes: every forwarded request
-gets a gateway-unique JSON-RPC id (and progress token), restored on the way back, so
-requests from different clients can never collide or see each other's answers.
+The gateway initializes the instance once, then multiplexes. Every forwarded request
+gets a gateway-unique JSON-RPC id and progress token, restored on the way back, so
+callers can never collide or see each other's answers. Callers are modern requests
+(stateless) and legacy sessions (through a SharedChannel, which looks to the session
+exactly like a dedicated instance).
 """
 
 from __future__ import annotations
@@ -10,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -20,10 +23,15 @@ from smcp.protocol import jsonrpc
 from smcp.protocol.modern import mirrored_params
 from smcp.runtime.interface import Channel, ChannelClosed, Runtime
 
-# (raw message for the client, final?)
-Item = tuple[bytes, bool]
+if TYPE_CHECKING:
+    from smcp.gateway.shared import SharedChannel
 
-_BACKEND_VERSION = "2025-11-25"
+# Receives (raw message for the caller, final?).
+Sink = Callable[[bytes, bool], None]
+
+BACKEND_VERSION = "2025-11-25"
+# Everything a legacy client may offer; whether a given caller did is checked per request.
+_BACKEND_CAPABILITIES = {"sampling": {}, "elicitation": {}, "roots": {"listChanged": True}}
 _MODERN_META = frozenset(
     {
         "io.modelcontextprotocol/protocolVersion",
@@ -32,23 +40,20 @@ _MODERN_META = frozenset(
         "io.modelcontextprotocol/logLevel",
     }
 )
-_LIST_CHANGED = frozenset(
+BROADCAST = frozenset(
     {
         "notifications/tools/list_changed",
         "notifications/prompts/list_changed",
         "notifications/resources/list_changed",
-        "notifications/resources/updated",
     }
 )
-
-
 CACHEABLE = frozenset(
     {"server/discover", "tools/list", "prompts/list", "resources/list", "resources/templates/list", "resources/read"}
 )
 
 
 def to_modern_result(method: str | None, result: dict[str, Any]) -> None:
-    """Give a handshake-era result the fields this era requires of it.
+    """Give a handshake-era result the fields the 2026-07-28 era requires of it.
 
     A legacy server gives no caching hints, so the bridge promises nothing: stale at
     once, and private (the answer may depend on who asked).
@@ -60,19 +65,24 @@ def to_modern_result(method: str | None, result: dict[str, Any]) -> None:
 
 
 class UpstreamRequest:
-    __slots__ = ("client_id", "method", "queue", "token")
+    __slots__ = ("client_id", "method", "modern", "owner", "sink", "token")
 
-    def __init__(self, client_id: Any, token: Any, method: str | None = None) -> None:
+    def __init__(
+        self, client_id: Any, token: Any, method: str | None, sink: Sink, *, modern: bool, owner: SharedChannel | None
+    ) -> None:
         self.client_id = client_id
         self.token = token
         self.method = method
-        self.queue: asyncio.Queue[Item] = asyncio.Queue()
+        self.sink = sink
+        self.modern = modern
+        self.owner = owner
 
 
 class SharedUpstream:
-    def __init__(self, runtime: Runtime, revision: Revision, *, init_timeout_s: float) -> None:
+    def __init__(self, runtime: Runtime, revision: Revision, *, key: str, init_timeout_s: float) -> None:
         self._runtime = runtime
         self.revision = revision
+        self._key = key
         self._init_timeout_s = init_timeout_s
         self._channel: Channel | None = None
         self._lock = asyncio.Lock()
@@ -81,12 +91,17 @@ class SharedUpstream:
         self._tokens: dict[str, UpstreamRequest] = {}
         self.init_result: dict[str, Any] | None = None
         self.listeners: set[asyncio.Queue[dict[str, Any]]] = set()
+        self.channels: set[SharedChannel] = set()
         # tool name → {header: property path}, learnt from tools/list results.
         self.mirrored: dict[str, dict[str, tuple[str, ...]]] = {}
+        self._subscriptions: dict[str, int] = {}
 
     @property
     def alive(self) -> bool:
         return self._channel is not None
+
+    def next_id(self, prefix: str) -> str:
+        return f"{prefix}{next(self._ids)}"
 
     async def ensure(self) -> None:
         if self._channel is not None:
@@ -94,29 +109,26 @@ class SharedUpstream:
         async with self._lock:
             if self._channel is not None:
                 return
-            channel = await self._runtime.connect(self.revision, session=f"shared:{self.revision.id}")
+            channel = await self._runtime.connect(self.revision, session=f"shared:{self._key}")
             channel.attach(self._on_message, self._on_closed, self._on_lost)
-            init_id = f"smcp-init-{next(self._ids)}"
-            waiter = UpstreamRequest(None, None)
-            self._pending[init_id] = waiter
-            await channel.send(
-                orjson.dumps(
-                    {
-                        "jsonrpc": "2.0",
-                        "id": init_id,
-                        "method": "initialize",
-                        "params": {
-                            "protocolVersion": _BACKEND_VERSION,
-                            # No sampling/elicitation/roots: requests the gateway cannot
-                            # attribute to one modern caller are not invited.
-                            "capabilities": {},
-                            "clientInfo": {"name": "smcp-gateway", "version": __version__},
-                        },
-                    }
-                )
+            init_id = self.next_id("smcp-init-")
+            answers: asyncio.Queue[bytes] = asyncio.Queue()
+            self._pending[init_id] = UpstreamRequest(
+                init_id, None, "initialize", lambda raw, _final: answers.put_nowait(raw), modern=False, owner=None
             )
+            init = {
+                "jsonrpc": "2.0",
+                "id": init_id,
+                "method": "initialize",
+                "params": {
+                    "protocolVersion": BACKEND_VERSION,
+                    "capabilities": _BACKEND_CAPABILITIES,
+                    "clientInfo": {"name": "smcp-gateway", "version": __version__},
+                },
+            }
+            await channel.send(orjson.dumps(init))
             try:
-                raw, _ = await asyncio.wait_for(waiter.queue.get(), timeout=self._init_timeout_s)
+                raw = await asyncio.wait_for(answers.get(), timeout=self._init_timeout_s)
             except TimeoutError:
                 self._pending.pop(init_id, None)
                 await channel.close()
@@ -129,11 +141,12 @@ class SharedUpstream:
             await channel.send(b'{"jsonrpc":"2.0","method":"notifications/initialized"}')
             self._channel = channel
 
-    async def send(self, body: dict[str, Any]) -> tuple[str, UpstreamRequest]:
-        """Forward one client request with a gateway id; returns that id and its queue."""
+    async def send(
+        self, body: dict[str, Any], sink: Sink, *, modern: bool, owner: SharedChannel | None = None
+    ) -> str:
+        """Forward one caller request under a gateway id; answers go to `sink`."""
         await self.ensure()
-        assert self._channel is not None
-        gid = f"g{next(self._ids)}"
+        gid = self.next_id("g")
         params = body.get("params")
         token = None
         if isinstance(params, dict) and isinstance(params.get("_meta"), dict):
@@ -145,42 +158,53 @@ class SharedUpstream:
                 meta["progressToken"] = gid
             params = {**params, "_meta": meta} if meta else {k: v for k, v in params.items() if k != "_meta"}
             body = {**body, "params": params}
-        pending = UpstreamRequest(body.get("id"), token, body.get("method"))
+        pending = UpstreamRequest(body.get("id"), token, body.get("method"), sink, modern=modern, owner=owner)
+        self._pending[gid] = pending
         if token is not None:
             self._tokens[gid] = pending
-        self._pending[gid] = pending
         try:
-            await self._channel.send(orjson.dumps({**body, "id": gid}))
+            await self.write({**body, "id": gid})
         except ChannelClosed:
-            self._forget(gid)
+            self.done(gid)
             raise
-        return gid, pending
+        return gid
 
-    def _forget(self, gid: str) -> None:
+    async def write(self, message: dict[str, Any]) -> None:
+        if self._channel is None:
+            raise ChannelClosed("the MCP server instance is not running")
+        await self._channel.send(orjson.dumps(message))
+
+    async def cancel(self, gid: str, reason: str) -> None:
+        if self._pending.pop(gid, None) is None:
+            return
+        self._tokens.pop(gid, None)
+        with contextlib.suppress(ChannelClosed):
+            await self.write({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": gid, "reason": reason}})
+
+    def done(self, gid: str) -> None:
         self._pending.pop(gid, None)
         self._tokens.pop(gid, None)
 
-    async def cancel(self, gid: str, reason: str) -> None:
-        if gid not in self._pending:
-            return
-        self._forget(gid)
-        if self._channel is not None:
-            with contextlib.suppress(ChannelClosed):
-                await self._channel.send(
-                    orjson.dumps(
-                        {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": gid, "reason": reason}}
-                    )
-                )
+    async def subscribe(self, uri: str) -> bool:
+        """Reference-count resource subscriptions; True when the server must be told."""
+        count = self._subscriptions.get(uri, 0)
+        self._subscriptions[uri] = count + 1
+        return count == 0
 
-    def done(self, gid: str) -> None:
-        self._forget(gid)
+    async def unsubscribe(self, uri: str) -> bool:
+        count = self._subscriptions.get(uri, 0)
+        if count <= 1:
+            self._subscriptions.pop(uri, None)
+            return count == 1
+        self._subscriptions[uri] = count - 1
+        return False
 
     async def close(self) -> None:
         channel, self._channel = self._channel, None
         if channel is not None:
             await channel.close()
 
-    # -- instance → gateway -----------------------------------------------------------
+    # -- instance → callers -----------------------------------------------------------
     def _on_message(self, raw: bytes) -> None:
         try:
             message = orjson.loads(raw)
@@ -190,39 +214,68 @@ class SharedUpstream:
             return
         method = message.get("method")
         if method is None:
-            gid = message.get("id")
-            pending = self._pending.pop(gid, None) if isinstance(gid, str) else None
-            if pending is None:
-                return
-            self._tokens.pop(gid, None)
-            if pending.client_id is None and gid.startswith("smcp-init-"):
-                pending.queue.put_nowait((raw, True))
-                return
-            self._learn(message)
-            message["id"] = pending.client_id
-            result = message.get("result")
-            if isinstance(result, dict):
-                to_modern_result(pending.method, result)
-            pending.queue.put_nowait((orjson.dumps(message), True))
-            return
-        if "id" in message:
-            # A server→client request: the modern era carries these as MRTR input
-            # requests, which this bridge does not offer yet; refuse it so the server
-            # does not wait forever.
-            reply = jsonrpc.error(message["id"], jsonrpc.METHOD_NOT_FOUND, f"{method} is not available through this gateway")
-            if self._channel is not None:
-                asyncio.get_running_loop().create_task(self._quiet_send(reply))
-            return
-        if method == "notifications/progress":
-            params = message.get("params") or {}
+            self._answer(message)
+        elif "id" in message:
+            self._server_request(message)
+        elif method == "notifications/progress":
+            params = message.get("params")
             owner = self._tokens.get(params.get("progressToken")) if isinstance(params, dict) else None
             if owner is not None:
                 params["progressToken"] = owner.token
-                owner.queue.put_nowait((orjson.dumps(message), False))
+                owner.sink(orjson.dumps(message), False)
+        elif method in BROADCAST:
+            self._broadcast(message, lambda ch: True)
+        elif method == "notifications/resources/updated":
+            params = message.get("params") if isinstance(message.get("params"), dict) else {}
+            uri = params.get("uri")
+            self._broadcast(message, lambda ch: uri in ch.subscriptions)
+        elif method == "notifications/message":
+            # Logs carry no request id; give them only to the caller whose request is
+            # the newest in flight, never to every session on the instance.
+            newest = self._newest_pending(lambda p: not p.modern)
+            if newest is not None:
+                newest.sink(raw, False)
+
+    def _answer(self, message: dict[str, Any]) -> None:
+        gid = message.get("id")
+        pending = self._pending.pop(gid, None) if isinstance(gid, str) else None
+        if pending is None:
             return
-        if method in _LIST_CHANGED:
-            for listener in list(self.listeners):
-                listener.put_nowait(message)
+        self._tokens.pop(gid, None)
+        self._learn(message)
+        message["id"] = pending.client_id
+        result = message.get("result")
+        if pending.modern and isinstance(result, dict):
+            to_modern_result(pending.method, result)
+        pending.sink(orjson.dumps(message), True)
+
+    def _server_request(self, message: dict[str, Any]) -> None:
+        method = message.get("method")
+        needed = {"sampling/createMessage": "sampling", "elicitation/create": "elicitation", "roots/list": "roots"}.get(
+            method or ""
+        )
+        newest = self._newest_pending(
+            lambda p: p.owner is not None and (needed is None or needed in p.owner.client_capabilities)
+        )
+        if newest is not None and newest.owner is not None:
+            newest.owner.server_request(message)
+            return
+        reply = jsonrpc.error(message["id"], jsonrpc.METHOD_NOT_FOUND, f"{method} is not available to this request")
+        asyncio.get_running_loop().create_task(self._quiet_send(reply))
+
+    def _newest_pending(self, accept: Callable[[UpstreamRequest], bool]) -> UpstreamRequest | None:
+        for pending in reversed(self._pending.values()):
+            if pending.method != "initialize" and accept(pending):
+                return pending
+        return None
+
+    def _broadcast(self, message: dict[str, Any], want: Callable[[SharedChannel], bool]) -> None:
+        raw = orjson.dumps(message)
+        for channel in list(self.channels):
+            if want(channel):
+                channel.notify(raw)
+        for listener in list(self.listeners):
+            listener.put_nowait(message)
 
     async def _quiet_send(self, raw: bytes) -> None:
         if self._channel is not None:
@@ -238,10 +291,10 @@ class SharedUpstream:
                     self.mirrored[tool["name"]] = mirrored_params(tool)
 
     def _fail_all(self, why: str) -> None:
-        for gid, pending in list(self._pending.items()):
-            pending.queue.put_nowait((jsonrpc.error(pending.client_id, jsonrpc.INTERNAL_ERROR, why), True))
-        self._pending.clear()
+        pending, self._pending = self._pending, {}
         self._tokens.clear()
+        for request in pending.values():
+            request.sink(jsonrpc.error(request.client_id, jsonrpc.INTERNAL_ERROR, why), True)
 
     def _on_lost(self, why: str) -> None:
         self._fail_all(f"{why}; the request was not completed")
@@ -249,4 +302,31 @@ class SharedUpstream:
     def _on_closed(self, why: str) -> None:
         self._channel = None
         self.init_result = None
+        # Sessions outlive the instance: the next request starts a new one.
         self._fail_all(f"MCP server instance closed: {why}")
+
+
+class UpstreamPool:
+    """Shared upstreams by key: per revision (`shared`) or per revision and principal."""
+
+    def __init__(self, runtime: Runtime, *, init_timeout_s: float) -> None:
+        self._runtime = runtime
+        self._init_timeout_s = init_timeout_s
+        self._upstreams: dict[str, SharedUpstream] = {}
+
+    def get(self, revision: Revision, principal_subject: str) -> SharedUpstream:
+        key = revision.id
+        if revision.spec.sharing.value == "per-principal":
+            key = f"{revision.id}:{principal_subject}"
+        upstream = self._upstreams.get(key)
+        if upstream is None:
+            upstream = self._upstreams[key] = SharedUpstream(
+                self._runtime, revision, key=key, init_timeout_s=self._init_timeout_s
+            )
+        return upstream
+
+    async def aclose(self) -> None:
+        upstreams, self._upstreams = self._upstreams, {}
+        for upstream in upstreams.values():
+            with contextlib.suppress(Exception):
+                await upstream.close()

@@ -1,0 +1,157 @@
+"""A legacy session's view of a shared instance: a Channel that rewrites ids.
+
+To the session it looks like a dedicated instance. Underneath, its requests travel
+under gateway ids, `initialize` is answered from the instance's one real handshake,
+and per-session state the server would have kept (log level, resource subscriptions,
+client capabilities) is kept here instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+from typing import Any
+
+import orjson
+
+from smcp.gateway.upstream import BACKEND_VERSION, SharedUpstream
+from smcp.protocol import jsonrpc
+from smcp.protocol.headers import LEGACY_VERSIONS
+from smcp.runtime.interface import ChannelClosed, ClosedHandler, LostHandler, MessageHandler
+
+_EMPTY_RESULT = {}
+
+
+class SharedChannel:
+    def __init__(self, upstream: SharedUpstream, session: str) -> None:
+        self._upstream = upstream
+        self._session = session
+        self._on_message: MessageHandler | None = None
+        self._on_closed: ClosedHandler | None = None
+        self._inflight: dict[bytes, str] = {}  # client id (JSON) → gateway id
+        self._server_ids: dict[str, Any] = {}  # id shown to the client → the server's id
+        self._local_ids = itertools.count(1)
+        self.client_capabilities: dict[str, Any] = {}
+        self.subscriptions: set[str] = set()
+        self._closed = False
+
+    @property
+    def instance_id(self) -> str:
+        return f"shared:{self._upstream.revision.id}"
+
+    def attach(self, on_message: MessageHandler, on_closed: ClosedHandler, on_lost: LostHandler | None = None) -> None:
+        self._on_message = on_message
+        self._on_closed = on_closed
+        self._upstream.channels.add(self)
+
+    # -- session → instance -----------------------------------------------------------
+    async def send(self, raw: bytes) -> None:
+        if self._closed:
+            raise ChannelClosed("session closed")
+        message = orjson.loads(raw)
+        method = message.get("method")
+        if method is None:
+            await self._client_answer(message)
+        elif "id" not in message:
+            await self._client_notification(method, message)
+        elif method == "initialize":
+            await self._initialize(message)
+        elif method == "logging/setLevel":
+            # The instance's level is shared; each session's choice is kept here.
+            self._reply(message["id"], _EMPTY_RESULT)
+        elif method in ("resources/subscribe", "resources/unsubscribe"):
+            await self._subscription(method, message)
+        else:
+            key = orjson.dumps(message["id"])
+            gid = await self._upstream.send(message, self._from_upstream(key), modern=False, owner=self)
+            self._inflight[key] = gid
+
+    async def _initialize(self, message: dict[str, Any]) -> None:
+        await self._upstream.ensure()
+        params = message.get("params") if isinstance(message.get("params"), dict) else {}
+        caps = params.get("capabilities")
+        self.client_capabilities = caps if isinstance(caps, dict) else {}
+        result = dict(self._upstream.init_result or {})
+        asked = params.get("protocolVersion")
+        # The instance speaks BACKEND_VERSION; older legacy versions are close enough
+        # for the gateway to present them, newer ones are answered with ours.
+        result["protocolVersion"] = asked if asked in LEGACY_VERSIONS else BACKEND_VERSION
+        self._reply(message["id"], result)
+
+    async def _subscription(self, method: str, message: dict[str, Any]) -> None:
+        params = message.get("params") if isinstance(message.get("params"), dict) else {}
+        uri = params.get("uri")
+        if not isinstance(uri, str):
+            self._error(message["id"], jsonrpc.INVALID_PARAMS, "params.uri must be a string")
+            return
+        if method == "resources/subscribe":
+            tell = uri not in self.subscriptions and await self._upstream.subscribe(uri)
+            self.subscriptions.add(uri)
+        else:
+            tell = uri in self.subscriptions and await self._upstream.unsubscribe(uri)
+            self.subscriptions.discard(uri)
+        if not tell:
+            self._reply(message["id"], _EMPTY_RESULT)
+            return
+        key = orjson.dumps(message["id"])
+        gid = await self._upstream.send(message, self._from_upstream(key), modern=False, owner=self)
+        self._inflight[key] = gid
+
+    async def _client_notification(self, method: str, message: dict[str, Any]) -> None:
+        if method == "notifications/initialized":
+            return  # the instance was initialized once, by the gateway
+        if method == "notifications/cancelled":
+            params = message.get("params") if isinstance(message.get("params"), dict) else {}
+            gid = self._inflight.pop(orjson.dumps(params.get("requestId")), None)
+            if gid is not None:
+                await self._upstream.cancel(gid, str(params.get("reason") or "cancelled by the client"))
+            return
+        await self._upstream.write(message)
+
+    async def _client_answer(self, message: dict[str, Any]) -> None:
+        server_id = self._server_ids.pop(str(message.get("id")), None)
+        if server_id is None:
+            return  # an answer to nothing we asked: drop it rather than confuse the server
+        await self._upstream.write({**message, "id": server_id})
+
+    # -- instance → session -----------------------------------------------------------
+    def _from_upstream(self, key: bytes):  # type: ignore[no-untyped-def]
+        def sink(raw: bytes, final: bool) -> None:
+            if final:
+                self._inflight.pop(key, None)
+            self._deliver(raw)
+
+        return sink
+
+    def server_request(self, message: dict[str, Any]) -> None:
+        local = f"s{next(self._local_ids)}"
+        self._server_ids[local] = message["id"]
+        self._deliver(orjson.dumps({**message, "id": local}))
+
+    def notify(self, raw: bytes) -> None:
+        self._deliver(raw)
+
+    def _deliver(self, raw: bytes) -> None:
+        if self._on_message is not None and not self._closed:
+            self._on_message(raw)
+
+    def _reply(self, id: Any, result: dict[str, Any]) -> None:
+        self._deliver(orjson.dumps({"jsonrpc": "2.0", "id": id, "result": result}))
+
+    def _error(self, id: Any, code: int, message: str) -> None:
+        self._deliver(jsonrpc.error(id, code, message))
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._upstream.channels.discard(self)
+        for gid in list(self._inflight.values()):
+            await self._upstream.cancel(gid, "session closed")
+        for uri in list(self.subscriptions):
+            if await self._upstream.unsubscribe(uri):
+                with contextlib.suppress(ChannelClosed):
+                    await self._upstream.write(
+                        {"jsonrpc": "2.0", "id": self._upstream.next_id("smcp-unsub-"), "method": "resources/unsubscribe", "params": {"uri": uri}}
+                    )
+        self._inflight.clear()
