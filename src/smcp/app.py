@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 import secrets
 from contextlib import asynccontextmanager
@@ -19,6 +20,7 @@ from smcp.config import Settings
 from smcp.control import create_control_app
 from smcp.gateway import Gateway
 from smcp.gateway.authn import Authenticator
+from smcp.gateway.sealing import SessionSealer, load_or_create_key
 from smcp.gateway.asgi import Receive, Scope, Send
 from smcp.runtime.local import LocalRuntime
 from smcp.store import Store
@@ -38,6 +40,12 @@ def ensure_admin_token(settings: Settings) -> str:
     path.touch(mode=0o600)
     path.write_text(token + "\n")
     return token
+
+
+def session_key(settings: Settings) -> bytes:
+    if settings.session_key:
+        return base64.b64decode(settings.session_key)
+    return load_or_create_key(settings.data_dir / "session-key")
 
 
 class Platform:
@@ -62,6 +70,8 @@ class Platform:
             Authenticator(CachedAuthenticator(store.api_keys.authenticate, settings.auth_cache_ttl_s)),
             store.servers.live_revision,
             runtime,
+            revision_by_id=store.servers.get_revision,
+            sealer=SessionSealer(session_key(settings), max_age_s=settings.session_max_age_s),
         )
         await gateway.start()
         control = create_control_app(settings, store, runtime)

@@ -47,6 +47,10 @@ class Settings(BaseSettings):
     max_sessions: Annotated[int, Field(ge=1)] = 256
     session_idle_timeout_s: Annotated[float, Field(gt=0)] = 1800.0
     sse_keepalive_s: Annotated[float, Field(gt=0)] = 15.0
+    # Key sealing session ids (base64, 32 bytes); every node serving the same sessions
+    # needs the same one. Generated into data_dir/session-key when unset.
+    session_key: str | None = None
+    session_max_age_s: Annotated[float, Field(gt=0)] = 7 * 24 * 3600.0
     # How long a checked API key is trusted before the database is asked again.
     auth_cache_ttl_s: Annotated[float, Field(ge=0)] = 5.0
 

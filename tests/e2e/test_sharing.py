@@ -73,3 +73,53 @@ async def test_shared_sessions_get_their_own_progress(demo: Hosted) -> None:
             b.call_tool("countdown", {"n": 2}, progress_callback=recorder("b")),
         )
     assert seen == {"a": [1, 2, 3], "b": [1, 2]}
+
+
+def test_shared_session_survives_a_node_restart() -> None:
+    """The sealed session id carries its routing state: a restarted node picks it up."""
+    import tempfile
+    from pathlib import Path
+
+    import httpx
+
+    from tests.harness import start_node
+
+    base = Path(tempfile.mkdtemp(prefix="smcp-restart-"))
+    base.chmod(0o711)
+    node = start_node(base / "data")
+    try:
+        node.create_tenant("restart")
+        key = node.create_key("restart")["token"]
+        assert node.deploy("restart", EXAMPLES / "demo").status_code == 201
+        headers = {"authorization": f"Bearer {key}", "accept": "application/json, text/event-stream", "content-type": "application/json"}
+        init = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+                "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}}
+        r = httpx.post(node.mcp_url("restart", "demo"), json=init, headers=headers, timeout=30)
+        sid = r.headers["mcp-session-id"]
+        call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "echo", "arguments": {"text": "before"}}}
+        session_headers = {**headers, "mcp-session-id": sid, "mcp-protocol-version": "2025-11-25"}
+        assert httpx.post(node.mcp_url("restart", "demo"), json=call, headers=session_headers, timeout=30).json()["result"]
+        assert node.stop() == 0
+
+        node = start_node(base / "data")
+        call["params"]["arguments"]["text"] = "after"
+        r = httpx.post(node.mcp_url("restart", "demo"), json=call, headers=session_headers, timeout=30)
+        assert r.status_code == 200, r.text
+        assert r.json()["result"]["content"][0]["text"] == "after"
+        # Tampering with the id, or another key presenting it, finds nothing.
+        forged = sid[:-4] + ("AAAA" if not sid.endswith("AAAA") else "BBBB")
+        r = httpx.post(node.mcp_url("restart", "demo"), json=call, headers={**session_headers, "mcp-session-id": forged}, timeout=30)
+        assert r.status_code == 404
+        other = node.create_key("restart", "other")["token"]
+        r = httpx.post(node.mcp_url("restart", "demo"), json=call,
+                       headers={**session_headers, "authorization": f"Bearer {other}"}, timeout=30)
+        assert r.status_code == 404
+        # An ended session stays ended.
+        assert httpx.delete(node.mcp_url("restart", "demo"), headers=session_headers, timeout=30).status_code == 204
+        r = httpx.post(node.mcp_url("restart", "demo"), json=call, headers=session_headers, timeout=30)
+        assert r.status_code == 404
+    finally:
+        node.stop()
+        import shutil
+
+        shutil.rmtree(base, ignore_errors=True)

@@ -27,6 +27,7 @@ from smcp.gateway.asgi import (
 from smcp.gateway.authn import Authenticator
 from smcp.gateway.guard import Guard
 from smcp.gateway.modern import ModernEndpoint
+from smcp.gateway.sealing import SessionSealer
 from smcp.gateway.shared import SharedChannel
 from smcp.gateway.upstream import UpstreamPool
 from smcp.gateway.relay import next_item, relay, watch_disconnect
@@ -38,12 +39,25 @@ from smcp.runtime.interface import Channel, ChannelClosed, Runtime
 log = logging.getLogger("smcp.gateway")
 
 Resolve = Callable[[str, str], Awaitable[Revision | None]]
+ResolveId = Callable[[str], Awaitable[Revision | None]]
 
 _NOT_FOUND = orjson.dumps({"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": "no such MCP server"}})
 
 
 class Gateway:
-    def __init__(self, settings: Settings, authn: Authenticator, resolve: Resolve, runtime: Runtime) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        authn: Authenticator,
+        resolve: Resolve,
+        runtime: Runtime,
+        *,
+        revision_by_id: ResolveId,
+        sealer: SessionSealer,
+    ) -> None:
+        self._revision_by_id = revision_by_id
+        self._sealer = sealer
+        self._terminated: dict[str, float] = {}
         self._s = settings
         self._authn = authn
         self._resolve = resolve
@@ -121,13 +135,15 @@ class Gateway:
         else:
             await respond(send, 405, b"", headers=[("allow", "GET, POST, DELETE")])
 
-    def _session_for(
+    async def _session_for(
         self, headers: dict[str, str], principal: Principal, revision: Revision
     ) -> tuple[Session | None, int, str]:
         session_id = headers.get(SESSION_HEADER)
         if not session_id:
             return None, 400, "Mcp-Session-Id header is required"
         session = self.sessions.get(session_id)
+        if session is None:
+            session = await self._reopen(session_id, principal, revision)
         # A session is bound to the principal that created it and to its server:
         # anyone else sees it as unknown.
         if (
@@ -139,6 +155,36 @@ class Gateway:
         ):
             return None, 404, "session not found (it may have ended); initialize a new one"
         return session, 200, ""
+
+    async def _reopen(self, session_id: str, principal: Principal, revision: Revision) -> Session | None:
+        """Rebuild a shared-instance session from its sealed id (another node's, or ours
+        before a restart). Per-session sessions own a process and cannot move."""
+        if session_id in self._terminated or self.sessions.full:
+            return None
+        state = self._sealer.open(session_id)
+        if (
+            state is None
+            or state.get("p") != principal.subject
+            or state.get("t") != revision.tenant
+            or state.get("s") != revision.server
+            or state.get("m") == SharingMode.per_session.value
+        ):
+            return None
+        original = await self._revision_by_id(str(state.get("r")))
+        if original is None or original.tenant != revision.tenant or original.server != revision.server:
+            return None
+        upstream = self._upstreams.get(original, principal.subject)
+        try:
+            await upstream.ensure()
+        except Exception:  # noqa: BLE001 — the instance cannot start: the session is unusable
+            log.exception("could not reopen session for %s/%s", revision.tenant, revision.server)
+            return None
+        channel = SharedChannel(upstream, session_id)
+        channel.client_capabilities = state.get("c") if isinstance(state.get("c"), dict) else {}
+        session = Session(session_id, principal, original, channel)
+        channel.attach(session.on_message, lambda why: self._closed(session, why), lambda why: self._lost(session, why))
+        self.sessions.add(session)
+        return session
 
     # -- POST -----------------------------------------------------------------------
     async def _post(
@@ -180,7 +226,7 @@ class Gateway:
         if not version_supported(version):
             await _rpc_error(send, 400, message.id, jsonrpc.INVALID_REQUEST, f"unsupported MCP-Protocol-Version {version!r}")
             return
-        session, status, why = self._session_for(headers, principal, revision)
+        session, status, why = await self._session_for(headers, principal, revision)
         if session is None:
             await _rpc_error(send, status, message.id, jsonrpc.INVALID_REQUEST, why)
             return
@@ -268,7 +314,18 @@ class Gateway:
         if self.sessions.full:
             await _rpc_error(send, 503, message.id, jsonrpc.INTERNAL_ERROR, "too many sessions on this node; retry later")
             return
-        session_id = self.sessions.new_id()
+        params = message.body.get("params") if isinstance(message.body.get("params"), dict) else {}
+        caps = params.get("capabilities")
+        session_id = self._sealer.seal(
+            {
+                "t": revision.tenant,
+                "s": revision.server,
+                "r": revision.id,
+                "p": principal.subject,
+                "m": revision.spec.sharing.value,
+                "c": caps if isinstance(caps, dict) else {},
+            }
+        )
         try:
             channel = await self._channel_for(revision, principal, session_id)
         except Exception as exc:
@@ -317,7 +374,7 @@ class Gateway:
         if not accepts(headers.get("accept", ""), "text/event-stream"):
             await _rpc_error(send, 406, None, jsonrpc.INVALID_REQUEST, "Accept must include text/event-stream")
             return
-        session, status, why = self._session_for(headers, principal, revision)
+        session, status, why = await self._session_for(headers, principal, revision)
         if session is None:
             await _rpc_error(send, status, None, jsonrpc.INVALID_REQUEST, why)
             return
@@ -356,12 +413,21 @@ class Gateway:
                 session.get_queue = None
 
     async def _delete(self, send: Send, headers: dict[str, str], principal: Principal, revision: Revision) -> None:
-        session, status, why = self._session_for(headers, principal, revision)
+        session, status, why = await self._session_for(headers, principal, revision)
         if session is None:
             await _rpc_error(send, status, None, jsonrpc.INVALID_REQUEST, why)
             return
         await self._end_session(session, "closed by the client")
+        self._terminate(session.id)
         await respond(send, 204)
+
+    def _terminate(self, session_id: str) -> None:
+        # A sealed id stays decodable; remember the ones a client ended so they stay
+        # ended. Node-local for now: several nodes will need this in the shared store.
+        now = time.monotonic()
+        if len(self._terminated) > 100_000:
+            self._terminated = {k: v for k, v in self._terminated.items() if v > now}
+        self._terminated[session_id] = now + self._s.session_max_age_s
 
 
 async def _rpc_error(send: Send, status: int, id: object, code: int, message: str) -> None:
