@@ -47,6 +47,11 @@ class Settings(BaseSettings):
     max_sessions: Annotated[int, Field(ge=1)] = 256
     session_idle_timeout_s: Annotated[float, Field(gt=0)] = 1800.0
     sse_keepalive_s: Annotated[float, Field(gt=0)] = 15.0
+    # Legacy-era resumption: events kept per SSE stream, streams kept per session, and
+    # the reconnect delay suggested to clients.
+    replay_buffer_events: Annotated[int, Field(ge=1, le=100_000)] = 128
+    replay_streams: Annotated[int, Field(ge=1, le=1000)] = 16
+    sse_retry_ms: Annotated[int, Field(ge=0)] = 1000
     # Key sealing session ids (base64, 32 bytes); every node serving the same sessions
     # needs the same one. Generated into data_dir/session-key when unset.
     session_key: str | None = None

@@ -51,7 +51,7 @@ class ProbeSession:
             headers=self._headers(),
         )
         if r.headers.get("content-type", "").startswith("text/event-stream"):
-            messages = [json.loads(line[5:]) for line in r.text.splitlines() if line.startswith("data:")]
+            messages = [json.loads(line[5:]) for line in r.text.splitlines() if line.startswith("data:") and line[5:].strip()]
         else:
             messages = [r.json()] if r.content else []
         return r, messages

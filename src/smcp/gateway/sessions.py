@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 from smcp.domain import Principal, Revision
+from smcp.gateway.replay import StreamLog, StreamLogs
 from smcp.protocol import jsonrpc
 from smcp.runtime.interface import Channel
 
@@ -36,18 +37,28 @@ class PendingRequest:
 
 
 class Session:
-    def __init__(self, id: str, principal: Principal, revision: Revision, channel: Channel) -> None:
+    def __init__(
+        self,
+        id: str,
+        principal: Principal,
+        revision: Revision,
+        channel: Channel,
+        *,
+        max_streams: int = 16,
+        max_events: int = 128,
+    ) -> None:
         self.id = id
         self.principal = principal
         self.revision = revision
         self.channel = channel
         self.pending: dict[bytes, PendingRequest] = {}
         self._progress: dict[bytes, PendingRequest] = {}
-        self.get_queue: asyncio.Queue[Item] | None = None
+        self.streams = StreamLogs(max_streams, max_events)
+        # The stream server-initiated messages go to (the GET stream), while it lives.
+        self.get_log: StreamLog | None = None
         self._backlog: deque[bytes] = deque(maxlen=_BACKLOG)
         self.last_active = time.monotonic()
         self.closed: str | None = None
-        self._event_seq = 0
 
     # -- client → instance bookkeeping -------------------------------------------
     def begin(self, message: jsonrpc.Message) -> PendingRequest:
@@ -65,10 +76,6 @@ class Session:
         if pending is not None and pending.token_key is not None:
             self._progress.pop(pending.token_key, None)
         self.last_active = time.monotonic()
-
-    def next_event_id(self) -> str:
-        self._event_seq += 1
-        return f"{self.id[:8]}-{self._event_seq}"
 
     # -- instance → client routing ------------------------------------------------
     def on_message(self, raw: bytes) -> None:
@@ -96,8 +103,8 @@ class Session:
         self._deliver_unrelated(raw)
 
     def _deliver_unrelated(self, raw: bytes) -> None:
-        if self.get_queue is not None:
-            self.get_queue.put_nowait((raw, False))
+        if self.get_log is not None and not self.get_log.closed:
+            self.get_log.append(raw)
             return
         for pending in reversed(self.pending.values()):
             if pending.streaming:
@@ -121,9 +128,8 @@ class Session:
             return
         self.closed = reason
         self.fail_pending(jsonrpc.INSTANCE_LOST, f"session ended: {reason}")
-        if self.get_queue is not None:
-            self.get_queue.put_nowait((None, True))
-            self.get_queue = None
+        self.streams.close_all()
+        self.get_log = None
 
 
 class SessionTable:

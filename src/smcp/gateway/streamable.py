@@ -21,8 +21,6 @@ from smcp.gateway.asgi import (
     read_body,
     respond,
     respond_json,
-    start_stream,
-    stream_chunk,
 )
 from smcp.gateway.authn import Authenticator
 from smcp.gateway.guard import Guard
@@ -30,9 +28,10 @@ from smcp.gateway.modern import ModernEndpoint
 from smcp.gateway.sealing import SessionSealer
 from smcp.gateway.shared import SharedChannel
 from smcp.gateway.upstream import UpstreamPool
-from smcp.gateway.relay import next_item, relay, watch_disconnect
+from smcp.gateway.relay import next_item
+from smcp.gateway.replay import StreamLog, follow, parse_event_id
 from smcp.gateway.sessions import Item, PendingRequest, Session, SessionTable
-from smcp.protocol import jsonrpc, modern, sse
+from smcp.protocol import jsonrpc, modern
 from smcp.protocol.headers import SESSION_HEADER, VERSION_HEADER, accepts, version_supported
 from smcp.runtime.interface import Channel, ChannelClosed, Runtime
 
@@ -58,6 +57,7 @@ class Gateway:
         self._revision_by_id = revision_by_id
         self._sealer = sealer
         self._terminated: dict[str, float] = {}
+        self._pumps: set[asyncio.Task[None]] = set()
         self._s = settings
         self._authn = authn
         self._resolve = resolve
@@ -86,7 +86,7 @@ class Gateway:
             now = time.monotonic()
             for session in self.sessions.all():
                 idle = now - session.last_active > self._s.session_idle_timeout_s
-                if idle and not session.pending and session.get_queue is None:
+                if idle and not session.pending:
                     await self._end_session(session, "idle timeout")
 
     async def _end_session(self, session: Session, reason: str) -> None:
@@ -181,7 +181,7 @@ class Gateway:
             return None
         channel = SharedChannel(upstream, session_id)
         channel.client_capabilities = state.get("c") if isinstance(state.get("c"), dict) else {}
-        session = Session(session_id, principal, original, channel)
+        session = self._new_session(session_id, principal, original, channel)
         channel.attach(session.on_message, lambda why: self._closed(session, why), lambda why: self._lost(session, why))
         self.sessions.add(session)
         return session
@@ -272,21 +272,34 @@ class Gateway:
         async def timed_out() -> Item:
             return await self._timed_out(session, message)
 
-        async def left() -> None:
-            # In this era a client leaving is not a cancellation: the request stays
-            # with the instance and its answer is dropped.
-            pending.streaming = False
+        deadline = time.monotonic() + self._s.request_timeout_s
+        raw, final = await next_item(pending.queue, deadline, timed_out)
+        if final:
+            # Nothing came before the answer: a plain JSON response is cheaper than SSE.
+            await respond(send, 200, raw) if raw is not None else await respond(send, 202)
+            return
+        log = session.streams.open("p")
+        if raw is not None:
+            log.append(raw)
+        # The log fills whether or not the client stays connected: in this era a
+        # dropped connection is not a cancellation, and the client may resume.
+        pump = asyncio.create_task(self._pump(pending, log, deadline, timed_out))
+        self._pumps.add(pump)
+        pump.add_done_callback(self._pumps.discard)
+        await follow(receive, send, log, after=0, keepalive_s=self._s.sse_keepalive_s, retry_ms=self._s.sse_retry_ms)
 
-        await relay(
-            receive,
-            send,
-            pending.queue,
-            timeout_s=self._s.request_timeout_s,
-            keepalive_s=self._s.sse_keepalive_s,
-            on_timeout=timed_out,
-            on_disconnect=left,
-            event_id=session.next_event_id,
-        )
+    async def _pump(
+        self, pending: PendingRequest, log: StreamLog, deadline: float, timed_out: Callable[[], Awaitable[Item]]
+    ) -> None:
+        try:
+            while True:
+                raw, final = await next_item(pending.queue, deadline, timed_out)
+                if raw is not None:
+                    log.append(raw)
+                if final:
+                    return
+        finally:
+            log.close()
 
     async def _timed_out(self, session: Session, message: jsonrpc.Message) -> Item:
         session.end(message.id_key)
@@ -332,7 +345,7 @@ class Gateway:
             log.exception("could not start an instance for %s/%s", revision.tenant, revision.server)
             await _rpc_error(send, 503, message.id, jsonrpc.INTERNAL_ERROR, f"could not start the MCP server: {exc}")
             return
-        session = Session(session_id, principal, revision, channel)
+        session = self._new_session(session_id, principal, revision, channel)
         channel.attach(session.on_message, lambda why: self._closed(session, why), lambda why: self._lost(session, why))
         self.sessions.add(session)
         pending = session.begin(message)
@@ -362,6 +375,16 @@ class Gateway:
         await upstream.ensure()
         return SharedChannel(upstream, session_id)
 
+    def _new_session(self, session_id: str, principal: Principal, revision: Revision, channel: Channel) -> Session:
+        return Session(
+            session_id,
+            principal,
+            revision,
+            channel,
+            max_streams=self._s.replay_streams,
+            max_events=self._s.replay_buffer_events,
+        )
+
     def _lost(self, session: Session, why: str) -> None:
         session.fail_pending(jsonrpc.INSTANCE_LOST, f"{why}; the request was not completed")
 
@@ -378,39 +401,18 @@ class Gateway:
         if session is None:
             await _rpc_error(send, status, None, jsonrpc.INVALID_REQUEST, why)
             return
-        if session.get_queue is not None:
-            # A reconnecting client replaces its old stream rather than being refused.
-            session.get_queue.put_nowait((None, True))
-        queue: asyncio.Queue[Item] = asyncio.Queue()
-        session.get_queue = queue
-        for raw in session.drain_backlog():
-            queue.put_nowait((raw, False))
-        await start_stream(send)
-        disconnected = asyncio.Event()
-        watcher = asyncio.create_task(watch_disconnect(receive, disconnected))
-        try:
-            while not disconnected.is_set():
-                getter = asyncio.ensure_future(queue.get())
-                stop = asyncio.ensure_future(disconnected.wait())
-                done, _ = await asyncio.wait({getter, stop}, timeout=self._s.sse_keepalive_s, return_when=asyncio.FIRST_COMPLETED)
-                if not stop.done():
-                    stop.cancel()
-                if getter not in done:
-                    getter.cancel()
-                    if not disconnected.is_set():
-                        await stream_chunk(send, sse.comment("keepalive"))
-                    continue
-                raw, final = getter.result()
-                if raw is not None:
-                    await stream_chunk(send, sse.event(raw, event_id=session.next_event_id()))
-                if final:
-                    break
-            with contextlib.suppress(Exception):
-                await stream_chunk(send, b"", more=False)
-        finally:
-            watcher.cancel()
-            if session.get_queue is queue:
-                session.get_queue = None
+        session.last_active = time.monotonic()
+        resume = parse_event_id(headers.get("last-event-id"))
+        log = session.streams.get(resume[0]) if resume else None
+        after = resume[1] if resume and log is not None else 0
+        if log is None:
+            # A new GET stream takes over from any earlier one.
+            if session.get_log is not None:
+                session.get_log.close()
+            log = session.get_log = session.streams.open("g")
+            for raw in session.drain_backlog():
+                log.append(raw)
+        await follow(receive, send, log, after=after, keepalive_s=self._s.sse_keepalive_s, retry_ms=self._s.sse_retry_ms)
 
     async def _delete(self, send: Send, headers: dict[str, str], principal: Principal, revision: Revision) -> None:
         session, status, why = await self._session_for(headers, principal, revision)
