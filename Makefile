@@ -42,6 +42,7 @@ test: python-deps node-deps
 	$(PY) -m pytest -q
 
 bench: python-deps
+	@command -v wrk >/dev/null || { if [ "$$(id -u)" = 0 ]; then apt-get install -y -qq wrk; else echo "install wrk"; exit 1; fi; }
 	$(PY) -m bench
 
 clean:

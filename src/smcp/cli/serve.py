@@ -47,6 +47,11 @@ def _server(settings: Settings) -> uvicorn.Server:
         port=settings.port,
         lifespan="on",
         log_level="warning",
+        # httptools parses HTTP in C; the asyncio loop (not uvloop) keeps subprocess
+        # spawning (user=, pass_fds=) on CPython's well-trodden path.
+        http="httptools",
+        loop="asyncio",
+        access_log=False,
         timeout_graceful_shutdown=5,
     )
     return uvicorn.Server(config)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Any
 
@@ -45,11 +46,31 @@ def _servers_with_live() -> sa.Select:
 
 
 class ServerRepo:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, live_cache_ttl_s: float = 2.0) -> None:
         self._db = db
+        # The gateway asks for the live revision on every request; a database round trip
+        # (a thread hop in aiosqlite) each time cost more than the rest of the proxy. Our
+        # own writes invalidate at once; other nodes' writes show within the TTL.
+        self._live_ttl = live_cache_ttl_s
+        self._live: dict[tuple[str, str], tuple[float, Revision | None]] = {}
+
+    def _invalidate(self, tenant: str, server: str) -> None:
+        self._live.pop((tenant, server), None)
 
     async def live_revision(self, tenant: str, server: str) -> Revision | None:
         """The revision new sessions of tenant/server go to (the gateway's per-request lookup)."""
+        key = (tenant, server)
+        now = time.monotonic()
+        hit = self._live.get(key)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        revision = await self._load_live(tenant, server)
+        if len(self._live) > 100_000:
+            self._live.clear()
+        self._live[key] = (now + self._live_ttl, revision)
+        return revision
+
+    async def _load_live(self, tenant: str, server: str) -> Revision | None:
         query = (
             sa.select(_rev)
             .select_from(_srv.join(_rev, _rev.c.id == _srv.c.live_revision_id))
@@ -156,6 +177,8 @@ class ServerRepo:
                     )
         except IntegrityError as exc:
             raise Conflict(f"a concurrent deploy of {tenant}/{server} won; retry", detail=str(exc.orig)) from exc
+        finally:
+            self._invalidate(tenant, server)
         return Revision(
             id=revision_id,
             tenant=tenant,
@@ -169,6 +192,7 @@ class ServerRepo:
 
     async def set_live(self, tenant: str, server: str, revision_id: str) -> None:
         """Point the server at one of its own revisions (rollback)."""
+        self._invalidate(tenant, server)
         async with self._db.write() as conn:
             owned = await conn.scalar(
                 sa.select(sa.literal(1)).where(
@@ -182,6 +206,7 @@ class ServerRepo:
                 .where(_srv.c.tenant_id == tenant, _srv.c.name == server)
                 .values(live_revision_id=revision_id)
             )
+        self._invalidate(tenant, server)
 
     async def delete(self, tenant: str, name: str) -> None:
         """Delete a server and its revisions. Bundles stay in the blob store (shared by digest)."""
@@ -193,3 +218,4 @@ class ServerRepo:
             await conn.execute(_srv.update().where(*where_srv).values(live_revision_id=None))
             await conn.execute(_rev.delete().where(_rev.c.tenant_id == tenant, _rev.c.server_name == name))
             await conn.execute(_srv.delete().where(*where_srv))
+        self._invalidate(tenant, name)

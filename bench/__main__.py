@@ -1,0 +1,231 @@
+"""`make bench`: tools/call through the gateway against the same server called directly.
+
+Everything runs in this one command on this machine, so only ratios are reported as
+results: added latency at concurrency 1 (p50/p99), throughput ratio at 1 and 32, and
+gateway CPU-microseconds per proxied call. The load generator is wrk (one thread).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.harness import EXAMPLES, free_port, start_node  # noqa: E402
+
+MODERN = "2026-07-28"
+
+
+@dataclass
+class Run:
+    name: str
+    concurrency: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    errors: int
+    cpu_us_per_req: float | None = None
+
+
+def _lua_script(body_text: str, headers: dict[str, str]) -> str:
+    before, after = body_text.split('"__ID__"')
+    esc = lambda s: s.replace("\\", "\\\\").replace('"', '\\"')  # noqa: E731
+    lines = ['wrk.method = "POST"', "counter = 0"]
+    lines += [f'wrk.headers["{k}"] = "{esc(v)}"' for k, v in headers.items()]
+    lines += [
+        "request = function()",
+        "  counter = counter + 1",
+        f'  return wrk.format(nil, nil, nil, "{esc(before)}" .. counter .. "{esc(after)}")',
+        "end",
+    ]
+    return "\n".join(lines)
+
+
+def _wrk(url: str, body: dict, headers: dict[str, str], concurrency: int, seconds: float) -> tuple[float, float, float, int, int]:
+    body_text = json.dumps({**body, "id": "__ID__"})
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+        f.write(_lua_script(body_text, headers))
+        script = f.name
+    try:
+        done = subprocess.run(
+            ["wrk", "-t1", f"-c{concurrency}", f"-d{max(1, round(seconds))}s", "--latency", "--timeout", "10s", "-s", script, url],
+            capture_output=True, text=True, timeout=seconds + 30,
+        )
+    finally:
+        os.unlink(script)
+    out = done.stdout
+    if "Requests/sec" not in out:
+        raise RuntimeError(f"wrk failed against {url}:\n{out}\n{done.stderr}")
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    errors = int(non2xx.group(1)) if non2xx else 0
+
+    def pct(label: str) -> float:
+        m = re.search(rf"{label}%\s+([\d.]+)(us|ms|s)", out)
+        assert m, out
+        value, unit = float(m.group(1)), m.group(2)
+        return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+    return rps, pct("50"), pct("99"), requests, errors
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _legacy_session(url: str, headers: dict[str, str]) -> dict[str, str]:
+    h = {**headers, "accept": "application/json, text/event-stream", "content-type": "application/json"}
+    init = {"jsonrpc": "2.0", "id": 0, "method": "initialize",
+            "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "bench", "version": "0"}}}
+    r = httpx.post(url, json=init, headers=h, timeout=60)
+    r.raise_for_status()
+    h["mcp-session-id"] = r.headers["mcp-session-id"]
+    h["mcp-protocol-version"] = "2025-11-25"
+    httpx.post(url, json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers=h, timeout=30)
+    return h
+
+
+def _call(tool: str = "echo", modern: bool = False) -> dict:
+    params: dict = {"name": tool, "arguments": {"text": "hello"}}
+    if modern:
+        params["_meta"] = {
+            "io.modelcontextprotocol/protocolVersion": MODERN,
+            "io.modelcontextprotocol/clientCapabilities": {},
+        }
+    return {"jsonrpc": "2.0", "method": "tools/call", "params": params}
+
+
+def _modern_headers(headers: dict[str, str]) -> dict[str, str]:
+    return {**headers, "accept": "application/json, text/event-stream", "content-type": "application/json",
+            "mcp-protocol-version": MODERN, "mcp-method": "tools/call", "mcp-name": "echo"}
+
+
+def _serve(target: str) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.targets", target, "--port", str(port)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}/mcp" if target != "raw-echo" else f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return proc, url
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError(f"{target} did not start")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=4.0, help="duration of each wrk run")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is needed: apt-get install wrk (make bench installs it)")
+    secs = args.seconds
+    runs: list[Run] = []
+    base = Path(tempfile.mkdtemp(prefix="smcp-bench-"))
+    base.chmod(0o711)
+    node = start_node(base / "data", auth_cache_ttl_s="5", request_timeout_s="30")
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        node.create_tenant("bench")
+        key = node.create_key("bench")["token"]
+        for directory in (EXAMPLES / "demo", ROOT / "bench" / "echo"):
+            r = node.deploy("bench", directory)
+            assert r.status_code == 201, r.text
+        auth = {"authorization": f"Bearer {key}"}
+
+        def measure(name: str, url: str, body: dict, headers: dict[str, str], c: int, pid: int | None) -> Run:
+            # Warm up (instance start, connection pools, caches) before measuring.
+            _wrk(url, body, headers, c, 1)
+            cpu0 = _cpu_seconds(pid) if pid else 0.0
+            rps, p50, p99, n, errors = _wrk(url, body, headers, c, secs)
+            run = Run(name, c, rps, p50, p99, n, errors)
+            if pid:
+                run.cpu_us_per_req = (_cpu_seconds(pid) - cpu0) * 1e6 / max(n, 1)
+            runs.append(run)
+            print(f"  {name:<28} c={c:<3} {rps:9.0f} req/s  p50 {p50:7.2f} ms  p99 {p99:7.2f} ms  errors {errors}"
+                  + (f"  gateway CPU {run.cpu_us_per_req:6.0f} µs/req" if run.cpu_us_per_req else ""), flush=True)
+            return run
+
+        demo_url = node.mcp_url("bench", "demo")
+        echo_url = node.mcp_url("bench", "echo")
+        print("Python mcp demo server (hosted process is the bottleneck):")
+        direct_legacy, url = _serve("demo-legacy")
+        procs.append(direct_legacy)
+        for c in (1, 32):
+            measure("direct legacy", url, _call(), _legacy_session(url, {}), c, None)
+            measure("gateway legacy", demo_url, _call(), _legacy_session(demo_url, auth), c, node.proc.pid)
+        direct_modern, murl = _serve("demo-modern")
+        procs.append(direct_modern)
+        for c in (1, 32):
+            measure("direct modern", murl, _call(modern=True), _modern_headers({}), c, None)
+            measure("gateway modern", demo_url, _call(modern=True), _modern_headers(auth), c, node.proc.pid)
+        print("Trivial echo (the gateway is the bottleneck):")
+        raw, rurl = _serve("raw-echo")
+        procs.append(raw)
+        for c in (1, 32):
+            measure("raw uvicorn JSON echo", rurl, _call(), {"content-type": "application/json"}, c, None)
+            measure("gateway → stdio echo", echo_url, _call(), _legacy_session(echo_url, auth), c, node.proc.pid)
+    finally:
+        for p in procs:
+            p.terminate()
+        node.stop()
+        shutil.rmtree(base, ignore_errors=True)
+    _report(runs)
+
+
+def _find(runs: list[Run], name: str, c: int) -> Run:
+    return next(r for r in runs if r.name == name and r.concurrency == c)
+
+
+def _report(runs: list[Run]) -> None:
+    print("\nResults (ratios from this run; targets from issue P2):")
+    rows: list[tuple[str, str, str]] = []
+    for era in ("legacy", "modern"):
+        d1, g1 = _find(runs, f"direct {era}", 1), _find(runs, f"gateway {era}", 1)
+        d32, g32 = _find(runs, f"direct {era}", 32), _find(runs, f"gateway {era}", 32)
+        rows += [
+            (f"{era}: added latency p50, c=1", f"{g1.p50_ms - d1.p50_ms:+.2f} ms", "≤ 0.5 ms"),
+            (f"{era}: added latency p99, c=1", f"{g1.p99_ms - d1.p99_ms:+.2f} ms", "≤ 1.5 ms"),
+            (f"{era}: throughput gateway/direct, c=1", f"{g1.rps / d1.rps:.2f}×", "—"),
+            (f"{era}: throughput gateway/direct, c=32", f"{g32.rps / d32.rps:.2f}×", "≥ 0.9×"),
+            (f"{era}: gateway CPU per call, c=32", f"{g32.cpu_us_per_req or 0:.0f} µs", "≤ 300 µs"),
+        ]
+    raw32, echo32 = _find(runs, "raw uvicorn JSON echo", 32), _find(runs, "gateway → stdio echo", 32)
+    rows += [
+        ("echo: gateway/raw uvicorn echo, c=32", f"{echo32.rps / raw32.rps:.2f}×", "≥ 0.3×"),
+        ("echo: gateway CPU per call, c=32", f"{echo32.cpu_us_per_req or 0:.0f} µs", "≤ 300 µs"),
+    ]
+    width = max(len(r[0]) for r in rows)
+    for label, value, target in rows:
+        print(f"  {label:<{width}}  {value:>10}   target {target}")
+    bad = [r for r in runs if r.errors]
+    if bad:
+        print("\nWARNING: non-2xx responses in: " + ", ".join(f"{r.name} c={r.concurrency}" for r in bad))
+
+
+if __name__ == "__main__":
+    main()
