@@ -20,7 +20,7 @@ def node() -> Iterator[Node]:
     # traversable by them (pytest's own temp root is 0700).
     base = Path(tempfile.mkdtemp(prefix="smcp-test-"))
     base.chmod(0o711)
-    n = start_node(base / "data", request_timeout_s="8")
+    n = start_node(base / "data", request_timeout_s="8", max_message_bytes=str(1024 * 1024), max_pending_per_session="8")
     yield n
     n.stop()
     shutil.rmtree(base, ignore_errors=True)
