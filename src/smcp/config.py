@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     max_message_bytes: Annotated[int, Field(ge=1024)] = 16 * 1024 * 1024
     request_timeout_s: Annotated[float, Field(gt=0)] = 120.0
     initialize_timeout_s: Annotated[float, Field(gt=0)] = 30.0
+    # How long a subscriptions/listen stream may stay open before the gateway ends it.
+    subscription_timeout_s: Annotated[float, Field(gt=0)] = 24 * 3600.0
     max_pending_per_session: Annotated[int, Field(ge=1)] = 64
     max_sessions: Annotated[int, Field(ge=1)] = 256
     session_idle_timeout_s: Annotated[float, Field(gt=0)] = 1800.0

@@ -53,24 +53,29 @@ class ModernEndpoint:
         if message.kind is jsonrpc.Kind.response:
             await respond(send, 400, jsonrpc.error(None, jsonrpc.INVALID_REQUEST, "clients do not send responses in this era"))
             return
-        upstream = self._upstreams.get(revision, principal.subject)
+        upstream = self._upstreams.get(revision, principal.subject, modern=True)
         try:
             await upstream.ensure()
         except (ChannelClosed, Exception) as exc:  # noqa: BLE001 — any start failure is one answer
             await respond(send, 503, jsonrpc.error(message.id, jsonrpc.INTERNAL_ERROR, f"could not start the MCP server: {exc}"))
             return
         method = message.method
-        if method == "server/discover":
-            await respond(send, 200, self._discover(message, upstream))
-            return
-        if method == "subscriptions/listen":
-            await self._listen(receive, send, message, upstream)
-            return
         if method == "tools/call":
             refusal = await self._check_params(message, headers, upstream)
             if refusal is not None:
                 await respond(send, refusal.status, refusal.body)
                 return
+        if method == "server/discover":
+            await respond(send, 200, self._discover(message, upstream))
+            return
+        if upstream.era == "modern":
+            # A modern instance: everything passes through but ids (MRTR results,
+            # subscriptions and caching hints included), its own answers untouched.
+            await self._forward(receive, send, message, upstream, keep_open=method == "subscriptions/listen")
+            return
+        if method == "subscriptions/listen":
+            await self._listen(receive, send, message, upstream)
+            return
         await self._forward(receive, send, message, upstream)
 
     async def _check_params(
@@ -84,15 +89,22 @@ class ModernEndpoint:
             # Learn the tool's x-mcp-header annotations once, from the server itself.
             answered: asyncio.Queue[bytes] = asyncio.Queue()
             with contextlib.suppress(ChannelClosed, TimeoutError):
-                await upstream.send(
-                    {"jsonrpc": "2.0", "id": "smcp-tools", "method": "tools/list"},
-                    lambda raw, _final: answered.put_nowait(raw),
-                    modern=False,
-                )
+                listing: dict[str, Any] = {"jsonrpc": "2.0", "id": "smcp-tools", "method": "tools/list"}
+                if upstream.era == "modern":
+                    meta = modern.meta_of(message.body) or {}
+                    listing["params"] = {"_meta": {k: v for k, v in meta.items() if k.startswith("io.modelcontextprotocol/")}}
+                await upstream.send(listing, lambda raw, _final: answered.put_nowait(raw), modern=False)
                 await asyncio.wait_for(answered.get(), timeout=self._s.request_timeout_s)
         return modern.check_param_headers(message, headers, upstream.mirrored.get(name, {}))
 
     def _discover(self, message: jsonrpc.Message, upstream: SharedUpstream) -> bytes:
+        """This endpoint's discovery: the instance's own answer (or its initialize result),
+        with the versions the endpoint serves — the legacy ones are bridged by the gateway."""
+        if upstream.discover_result is not None:
+            result = dict(upstream.discover_result)
+            own = [v for v in result.get("supportedVersions") or [] if isinstance(v, str)]
+            result["supportedVersions"] = own + [v for v in modern.SUPPORTED_VERSIONS if v not in own]
+            return orjson.dumps({"jsonrpc": "2.0", "id": message.id, "result": result})
         init = upstream.init_result or {}
         result: dict[str, Any] = {
             "resultType": "complete",
@@ -106,7 +118,9 @@ class ModernEndpoint:
         to_modern_result("server/discover", result)
         return orjson.dumps({"jsonrpc": "2.0", "id": message.id, "result": result})
 
-    async def _forward(self, receive: Receive, send: Send, message: jsonrpc.Message, upstream: SharedUpstream) -> None:
+    async def _forward(
+        self, receive: Receive, send: Send, message: jsonrpc.Message, upstream: SharedUpstream, *, keep_open: bool = False
+    ) -> None:
         queue: asyncio.Queue[Item] = asyncio.Queue()
         try:
             gid = await upstream.send(message.body, lambda raw, final: queue.put_nowait((raw, final)), modern=True)
@@ -128,7 +142,8 @@ class ModernEndpoint:
                 receive,
                 send,
                 queue,
-                timeout_s=self._s.request_timeout_s,
+                # A subscription is a request whose answer is the stream itself.
+                timeout_s=self._s.subscription_timeout_s if keep_open else self._s.request_timeout_s,
                 keepalive_s=self._s.sse_keepalive_s,
                 on_timeout=timed_out,
                 on_disconnect=cancelled,

@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 Sink = Callable[[bytes, bool], None]
 
 BACKEND_VERSION = "2025-11-25"
+MODERN_VERSION = "2026-07-28"
+SUBSCRIPTION_META = "io.modelcontextprotocol/subscriptionId"
 # Everything a legacy client may offer; whether a given caller did is checked per request.
 _BACKEND_CAPABILITIES = {"sampling": {}, "elicitation": {}, "roots": {"listChanged": True}}
 _MODERN_META = frozenset(
@@ -79,11 +81,24 @@ class UpstreamRequest:
 
 
 class SharedUpstream:
-    def __init__(self, runtime: Runtime, revision: Revision, *, key: str, init_timeout_s: float) -> None:
+    """One instance, initialized by the gateway in the era it speaks best.
+
+    With `prefer_modern`, the instance is probed with `server/discover` first (the
+    stdio backward-compatibility rule): a modern answer makes it a modern upstream
+    whose requests pass through untouched but for ids; anything else falls back to
+    `initialize`, and the gateway bridges eras itself.
+    """
+
+    def __init__(
+        self, runtime: Runtime, revision: Revision, *, key: str, init_timeout_s: float, prefer_modern: bool = False
+    ) -> None:
         self._runtime = runtime
         self.revision = revision
         self._key = key
         self._init_timeout_s = init_timeout_s
+        self._prefer_modern = prefer_modern
+        self.era: str | None = None  # "modern" | "legacy", known once started
+        self.discover_result: dict[str, Any] | None = None
         self._channel: Channel | None = None
         self._lock = asyncio.Lock()
         self._ids = itertools.count(1)
@@ -111,35 +126,62 @@ class SharedUpstream:
                 return
             channel = await self._runtime.connect(self.revision, session=f"shared:{self._key}")
             channel.attach(self._on_message, self._on_closed, self._on_lost)
-            init_id = self.next_id("smcp-init-")
-            answers: asyncio.Queue[bytes] = asyncio.Queue()
-            self._pending[init_id] = UpstreamRequest(
-                init_id, None, "initialize", lambda raw, _final: answers.put_nowait(raw), modern=False, owner=None
-            )
-            init = {
-                "jsonrpc": "2.0",
-                "id": init_id,
-                "method": "initialize",
-                "params": {
-                    "protocolVersion": BACKEND_VERSION,
-                    "capabilities": _BACKEND_CAPABILITIES,
-                    "clientInfo": {"name": "smcp-gateway", "version": __version__},
-                },
-            }
-            await channel.send(orjson.dumps(init))
             try:
-                raw = await asyncio.wait_for(answers.get(), timeout=self._init_timeout_s)
-            except TimeoutError:
-                self._pending.pop(init_id, None)
+                if self._prefer_modern and await self._probe_modern(channel):
+                    self.era = "modern"
+                else:
+                    await self._initialize(channel)
+                    self.era = "legacy"
+            except BaseException:
                 await channel.close()
-                raise ChannelClosed("the MCP server did not answer initialize") from None
-            answer = orjson.loads(raw)
-            if "result" not in answer:
-                await channel.close()
-                raise ChannelClosed(f"the MCP server refused initialize: {answer.get('error')}")
-            self.init_result = answer["result"]
-            await channel.send(b'{"jsonrpc":"2.0","method":"notifications/initialized"}')
+                raise
             self._channel = channel
+
+    async def _exchange(self, channel: Channel, method: str, params: dict[str, Any], timeout: float) -> dict[str, Any] | None:
+        """One gateway-originated request; the decoded answer, or None on timeout."""
+        rid = self.next_id(f"smcp-{method.replace('/', '-')}-")
+        answers: asyncio.Queue[bytes] = asyncio.Queue()
+        self._pending[rid] = UpstreamRequest(
+            rid, None, method, lambda raw, _final: answers.put_nowait(raw), modern=False, owner=None
+        )
+        await channel.send(orjson.dumps({"jsonrpc": "2.0", "id": rid, "method": method, "params": params}))
+        try:
+            return orjson.loads(await asyncio.wait_for(answers.get(), timeout=timeout))
+        except TimeoutError:
+            self._pending.pop(rid, None)
+            return None
+
+    async def _probe_modern(self, channel: Channel) -> bool:
+        meta = {
+            "io.modelcontextprotocol/protocolVersion": MODERN_VERSION,
+            "io.modelcontextprotocol/clientCapabilities": {},
+            "io.modelcontextprotocol/clientInfo": {"name": "smcp-gateway", "version": __version__},
+        }
+        answer = await self._exchange(channel, "server/discover", {"_meta": meta}, min(self._init_timeout_s, 10.0))
+        result = answer.get("result") if answer else None
+        if isinstance(result, dict) and MODERN_VERSION in (result.get("supportedVersions") or []):
+            self.discover_result = result
+            self.init_result = {
+                "capabilities": result.get("capabilities", {}),
+                "serverInfo": (result.get("_meta") or {}).get("io.modelcontextprotocol/serverInfo"),
+                "instructions": result.get("instructions"),
+            }
+            return True
+        return False
+
+    async def _initialize(self, channel: Channel) -> None:
+        params = {
+            "protocolVersion": BACKEND_VERSION,
+            "capabilities": _BACKEND_CAPABILITIES,
+            "clientInfo": {"name": "smcp-gateway", "version": __version__},
+        }
+        answer = await self._exchange(channel, "initialize", params, self._init_timeout_s)
+        if answer is None:
+            raise ChannelClosed("the MCP server did not answer initialize")
+        if "result" not in answer:
+            raise ChannelClosed(f"the MCP server refused initialize: {answer.get('error')}")
+        self.init_result = answer["result"]
+        await channel.send(b'{"jsonrpc":"2.0","method":"notifications/initialized"}')
 
     async def send(
         self, body: dict[str, Any], sink: Sink, *, modern: bool, owner: SharedChannel | None = None
@@ -150,9 +192,11 @@ class SharedUpstream:
         params = body.get("params")
         token = None
         if isinstance(params, dict) and isinstance(params.get("_meta"), dict):
-            # The instance speaks the handshake era: the per-request envelope belongs to
-            # the gateway's side of the bridge, and a dual-era SDK server refuses it.
-            meta = {k: v for k, v in params["_meta"].items() if k not in _MODERN_META}
+            # To a handshake-era instance the per-request envelope belongs to the
+            # gateway's side of the bridge (a dual-era SDK server refuses it there).
+            meta = {
+                k: v for k, v in params["_meta"].items() if self.era == "modern" or k not in _MODERN_META
+            }
             if "progressToken" in meta:
                 token = meta["progressToken"]
                 meta["progressToken"] = gid
@@ -217,6 +261,8 @@ class SharedUpstream:
             self._answer(message)
         elif "id" in message:
             self._server_request(message)
+        elif self._to_subscription(message):
+            pass
         elif method == "notifications/progress":
             params = message.get("params")
             owner = self._tokens.get(params.get("progressToken")) if isinstance(params, dict) else None
@@ -236,6 +282,18 @@ class SharedUpstream:
             if newest is not None:
                 newest.sink(raw, False)
 
+    def _to_subscription(self, message: dict[str, Any]) -> bool:
+        """A modern instance tags listen-stream notifications with the listen request's id."""
+        params = message.get("params")
+        meta = params.get("_meta") if isinstance(params, dict) else None
+        sub = meta.get(SUBSCRIPTION_META) if isinstance(meta, dict) else None
+        pending = self._pending.get(sub) if isinstance(sub, str) else None
+        if pending is None:
+            return False
+        meta[SUBSCRIPTION_META] = pending.client_id
+        pending.sink(orjson.dumps(message), False)
+        return True
+
     def _answer(self, message: dict[str, Any]) -> None:
         gid = message.get("id")
         pending = self._pending.pop(gid, None) if isinstance(gid, str) else None
@@ -244,8 +302,11 @@ class SharedUpstream:
         self._tokens.pop(gid, None)
         self._learn(message)
         message["id"] = pending.client_id
+        result_meta = (message.get("result") or {}).get("_meta") if isinstance(message.get("result"), dict) else None
+        if isinstance(result_meta, dict) and result_meta.get(SUBSCRIPTION_META) == gid:
+            result_meta[SUBSCRIPTION_META] = pending.client_id
         result = message.get("result")
-        if pending.modern and isinstance(result, dict):
+        if pending.modern and self.era == "legacy" and isinstance(result, dict):
             to_modern_result(pending.method, result)
         pending.sink(orjson.dumps(message), True)
 
@@ -314,14 +375,22 @@ class UpstreamPool:
         self._init_timeout_s = init_timeout_s
         self._upstreams: dict[str, SharedUpstream] = {}
 
-    def get(self, revision: Revision, principal_subject: str) -> SharedUpstream:
+    def get(self, revision: Revision, principal_subject: str, *, modern: bool = False) -> SharedUpstream:
+        """The upstream for legacy sessions, or (modern=True) for stateless requests.
+
+        A dual-era server gets one instance per era (an SDK connection serves one era);
+        a legacy-only server's probe falls back, and both keys then share nothing but
+        the revision.
+        """
         key = revision.id
         if revision.spec.sharing.value == "per-principal":
             key = f"{revision.id}:{principal_subject}"
+        if modern:
+            key += ":modern"
         upstream = self._upstreams.get(key)
         if upstream is None:
             upstream = self._upstreams[key] = SharedUpstream(
-                self._runtime, revision, key=key, init_timeout_s=self._init_timeout_s
+                self._runtime, revision, key=key, init_timeout_s=self._init_timeout_s, prefer_modern=modern
             )
         return upstream
 
