@@ -21,7 +21,8 @@ def header_map(scope: Scope) -> dict[str, str]:
     out: dict[str, str] = {}
     for key, value in scope["headers"]:
         name = key.decode("latin-1").lower()
-        text = value.decode("latin-1")
+        # HTTP ignores whitespace around a field value; some parsers keep it.
+        text = value.decode("latin-1").strip(" \t")
         out[name] = f"{out[name]}, {text}" if name in out else text
     return out
 

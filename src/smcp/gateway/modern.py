@@ -147,6 +147,7 @@ class ModernEndpoint:
                 keepalive_s=self._s.sse_keepalive_s,
                 on_timeout=timed_out,
                 on_disconnect=cancelled,
+                status_of=modern.status_for_answer,
             )
         finally:
             upstream.done(gid)

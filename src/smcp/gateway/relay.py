@@ -58,6 +58,7 @@ async def relay(
     on_disconnect: Callable[[], Awaitable[None]],
     event_id: Callable[[], str] | None = None,
     headers: list[tuple[str, str]] | None = None,
+    status_of: Callable[[bytes], int] | None = None,
 ) -> None:
     deadline = time.monotonic() + timeout_s
     hdrs = headers or []
@@ -67,7 +68,7 @@ async def relay(
         if raw is None:
             await respond(send, 202, headers=hdrs)
         else:
-            await respond(send, 200, raw, headers=hdrs)
+            await respond(send, status_of(raw) if status_of else 200, raw, headers=hdrs)
         return
     await start_stream(send, hdrs)
     disconnected = asyncio.Event()

@@ -11,6 +11,8 @@ import binascii
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from smcp.protocol import jsonrpc
 from smcp.protocol.headers import LEGACY_VERSIONS
 
@@ -98,6 +100,18 @@ def check(message: jsonrpc.Message, headers: dict[str, str]) -> Refusal | None:
         )
     if message.kind is jsonrpc.Kind.notification:
         return None
+    # A request without the required per-request fields is malformed (-32602) before
+    # anything can be compared with the headers.
+    if meta is None or not isinstance(body_version, str) or not isinstance(meta.get(META_CAPABILITIES), dict):
+        missing = [
+            key
+            for key, ok in (
+                (META_VERSION, meta is not None and isinstance(body_version, str)),
+                (META_CAPABILITIES, meta is not None and isinstance(meta.get(META_CAPABILITIES), dict)),
+            )
+            if not ok
+        ]
+        return _refuse(400, msg_id, jsonrpc.INVALID_PARAMS, f"Invalid params: _meta is missing {', '.join(missing)}")
     if body_version != version:
         return _refuse(
             400,
@@ -143,10 +157,6 @@ def check(message: jsonrpc.Message, headers: dict[str, str]) -> Refusal | None:
                 HEADER_MISMATCH,
                 f"Header mismatch: Mcp-Name header value {name!r} does not match body value {body_name!r}",
             )
-    if meta is None or not isinstance(meta.get(META_CAPABILITIES), dict):
-        return _refuse(
-            400, msg_id, jsonrpc.INVALID_PARAMS, f"Invalid params: _meta[{META_CAPABILITIES!r}] is required"
-        )
     return None
 
 
@@ -206,3 +216,23 @@ def mirrored_params(tool: dict[str, Any]) -> dict[str, tuple[str, ...]]:
 
     walk(tool.get("inputSchema"), ())
     return out
+
+
+# The HTTP status this era gives a JSON-RPC error an instance answered with.
+_ERROR_STATUS = {
+    jsonrpc.METHOD_NOT_FOUND: 404,
+    HEADER_MISMATCH: 400,
+    MISSING_CLIENT_CAPABILITY: 400,
+    UNSUPPORTED_PROTOCOL_VERSION: 400,
+}
+
+
+def status_for_answer(raw: bytes) -> int:
+    if b'"error"' not in raw:
+        return 200
+    try:
+        error = orjson.loads(raw).get("error")
+    except (orjson.JSONDecodeError, AttributeError):
+        return 200
+    code = error.get("code") if isinstance(error, dict) else None
+    return _ERROR_STATUS.get(code, 200) if isinstance(code, int) else 200
