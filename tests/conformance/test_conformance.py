@@ -19,6 +19,7 @@ import json
 import os
 import re
 import socket
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -287,12 +288,21 @@ def direct_url(suites_installed: None) -> Iterator[str]:
             _stop(proc)
 
 
-@pytest.fixture(scope="module")
-def gateway_url(node: Node, suites_installed: None) -> Iterator[str]:
-    """The fixture hosted in SMCP, behind a loopback proxy that adds the API key."""
+@pytest.fixture(scope="module", params=["shared", "per-session"])
+def gateway_url(
+    request: pytest.FixtureRequest, node: Node, suites_installed: None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """The fixture hosted in SMCP in one sharing mode, behind a proxy that adds the API key."""
+    mode = request.param
     node.create_tenant("conformance")
     key = node.create_key("conformance")["token"]
-    r = node.deploy("conformance", EXAMPLES / "conformance")
+    source = tmp_path_factory.mktemp(f"conformance-{mode}") / "conformance"
+    shutil.copytree(EXAMPLES / "conformance", source)
+    spec = (source / "smcp.toml").read_text()
+    spec = spec.replace('name = "conformance"', f'name = "conformance-{mode}"\nsharing = "{mode}"', 1)
+    assert f'sharing = "{mode}"' in spec
+    (source / "smcp.toml").write_text(spec)
+    r = node.deploy("conformance", source)
     assert r.status_code == 201, r.text
     server = r.json()["server"]
     port = free_port()
