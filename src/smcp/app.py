@@ -16,6 +16,8 @@ from starlette.routing import Mount, Route
 
 from smcp import __version__
 from smcp.auth.cache import CachedAuthenticator
+from smcp.auth.server import AuthorizationServer
+from smcp.auth.tokens import AccessTokens, GrantStatus, KeyRing
 from smcp.config import Settings
 from smcp.control import create_control_app
 from smcp.gateway import Gateway
@@ -23,6 +25,7 @@ from smcp.gateway.authn import Authenticator
 from smcp.gateway.sealing import SessionSealer, load_or_create_key
 from smcp.gateway.asgi import Receive, Scope, Send
 from smcp.runtime.local import LocalRuntime
+from smcp.secrets import open_vault
 from smcp.store import Store
 
 log = logging.getLogger("smcp")
@@ -58,26 +61,31 @@ class Platform:
         self.store: Store | None = None
         self.runtime: LocalRuntime | None = None
         self.gateway: Gateway | None = None
+        self.oauth: AuthorizationServer | None = None
         self._rest = Starlette(routes=[], lifespan=self._lifespan)
 
     @asynccontextmanager
     async def _lifespan(self, _app: Starlette) -> Any:
         settings = self.settings
         self.store = store = await Store.open(settings)
-        self.runtime = runtime = LocalRuntime(settings, store.tenants.sandbox_uid)
+        vault = open_vault(settings, store.secrets)
+        self.runtime = runtime = LocalRuntime(settings, store.tenants.sandbox_uid, secrets_for=vault.resolve)
+        api_keys = CachedAuthenticator(store.api_keys.authenticate, settings.auth_cache_ttl_s)
+        self.oauth = oauth = await _authorization_server(settings, store) if settings.oauth_enabled else None
         self.gateway = gateway = Gateway(
             settings,
-            Authenticator(CachedAuthenticator(store.api_keys.authenticate, settings.auth_cache_ttl_s)),
+            Authenticator(api_keys, oauth.tokens if oauth else None),
             store.servers.live_revision,
             runtime,
             revision_by_id=store.servers.get_revision,
             sealer=SessionSealer(session_key(settings), max_age_s=settings.session_max_age_s),
         )
         await gateway.start()
-        control = create_control_app(settings, store, runtime)
+        control = create_control_app(settings, store, runtime, vault)
         self._rest.router.routes[:] = [
             Route("/", self._index),
             Mount("/api/v1", app=control),
+            *(oauth.routes() if oauth else []),
         ]
         log.info("SMCP %s serving on %s", __version__, settings.base_url)
         try:
@@ -103,6 +111,23 @@ class Platform:
             await self.gateway(scope, receive, send)
             return
         await self._rest(scope, receive, send)
+
+
+async def _authorization_server(settings: Settings, store: Store) -> AuthorizationServer:
+    """The OAuth 2.1 authorization server and the access-token checker the gateway shares with it."""
+    keys = KeyRing(
+        store.oauth,
+        rotate_after_s=settings.signing_key_rotate_s,
+        max_token_ttl_s=max(settings.access_token_ttl_s, settings.authorization_request_ttl_s, settings.login_session_ttl_s),
+    )
+    await keys.start()
+
+    async def grant_active(grant_id: str) -> bool:
+        grant = await store.oauth.get_grant(grant_id)
+        return grant is not None and grant.revoked_at is None
+
+    tokens = AccessTokens(keys, settings.issuer, settings.access_token_ttl_s, GrantStatus(grant_active, settings.auth_cache_ttl_s))
+    return AuthorizationServer(settings, store, keys, tokens)
 
 
 def create_app(settings: Settings | None = None) -> Platform:

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -61,9 +61,31 @@ class Settings(BaseSettings):
     # How long a checked API key is trusted before the database is asked again.
     auth_cache_ttl_s: Annotated[float, Field(ge=0)] = 5.0
 
+    # Identity: the built-in OAuth 2.1 authorization server (docs/identity.md).
+    oauth_enabled: bool = True
+    # The issuer identifier; defaults to public_url (must be https in production).
+    oauth_issuer: str | None = None
+    access_token_ttl_s: Annotated[int, Field(ge=30, le=86_400)] = 300
+    refresh_token_ttl_s: Annotated[int, Field(ge=60)] = 30 * 86_400
+    auth_code_ttl_s: Annotated[int, Field(ge=10, le=600)] = 60
+    # Authorization requests (login + consent) must complete within this.
+    authorization_request_ttl_s: Annotated[int, Field(ge=60, le=3600)] = 600
+    login_session_ttl_s: Annotated[int, Field(ge=60)] = 8 * 3600
+    signing_key_rotate_s: Annotated[int, Field(ge=3600)] = 30 * 86_400
+    # RFC 7591 dynamic client registration (deprecated by MCP 2026-07-28; on for older clients).
+    oauth_dynamic_registration: bool = True
+    # Client ID metadata documents: https client_ids fetched with an SSRF guard.
+    oauth_client_metadata_documents: bool = True
+    cimd_max_bytes: Annotated[int, Field(ge=512, le=1024 * 1024)] = 5 * 1024
+    cimd_timeout_s: Annotated[float, Field(gt=0, le=30)] = 5.0
+    cimd_cache_ttl_s: Annotated[float, Field(ge=0)] = 600.0
+
     # Runtime.
     bwrap_path: str = "bwrap"
     sandbox_python: str = Field(default_factory=_default_sandbox_python)
+    # The Node.js binary `node` servers run on and build with (npm beside it); like
+    # sandbox_python it must live under /usr, which sandboxes bind read-only.
+    sandbox_node: str = "/usr/bin/node"
     # Host uids for sandboxed processes: tenant n runs as uid_base + n (never root).
     sandbox_uid_base: Annotated[int, Field(ge=1000)] = 200_000
     log_ring_lines: Annotated[int, Field(ge=10)] = 1000
@@ -77,6 +99,59 @@ class Settings(BaseSettings):
     max_bundle_unpacked_bytes: Annotated[int, Field(ge=1024)] = 512 * 1024 * 1024
     max_bundle_entries: Annotated[int, Field(ge=1)] = 20_000
 
+    # Egress proxy (smcp.egress): the only way out of a sandbox whose spec has
+    # [network] allow. Per connection: the request head must arrive within
+    # header_timeout and fit max_header_bytes; a connection with no bytes moving
+    # either way for idle_timeout is closed, and so is one that moves more than
+    # max_bytes (both directions together).
+    egress_header_timeout_s: Annotated[float, Field(gt=0)] = 10.0
+    egress_idle_timeout_s: Annotated[float, Field(gt=0)] = 60.0
+    egress_connect_timeout_s: Annotated[float, Field(gt=0)] = 10.0
+    egress_resolve_timeout_s: Annotated[float, Field(gt=0)] = 5.0
+    egress_max_header_bytes: Annotated[int, Field(ge=1024)] = 32 * 1024
+    egress_max_bytes: Annotated[int, Field(ge=1024)] = 256 * 1024 * 1024
+    egress_max_connections: Annotated[int, Field(ge=1)] = 64  # concurrent, per instance
+    # FOR TESTS ONLY. Networks exempt from the public-address check (e.g. ["127.0.0.1/32"]
+    # for a loopback test upstream), and fixed name → address answers used instead of DNS.
+    # Production leaves both empty: loopback, private and metadata addresses are refused.
+    egress_unsafe_allow_networks: list[str] = Field(default_factory=list)
+    egress_hosts_override: dict[str, str | list[str]] = Field(default_factory=dict)
+
+    # Isolation limits (docs/security.md). cgroups: "auto" uses v1 or v2, whichever
+    # offers memory/cpu/pids here, and refuses to start if neither does; "off" runs
+    # without resource limits. cgroup_parent: "" nests the node's cgroups below its
+    # own cgroup (<own>/smcp/node-<pid>/...); "/path" puts them there instead.
+    cgroups: Literal["auto", "v1", "v2", "off"] = "auto"
+    cgroup_parent: str = ""
+    # A spec's [resources] are clamped to these ceilings (an instance event says so).
+    instance_memory_mb_max: Annotated[int, Field(ge=16)] = 4096
+    instance_cpu_max: Annotated[float, Field(gt=0)] = 2.0
+    instance_pids_max: Annotated[int, Field(ge=4)] = 1024
+    # Size cap of each of an instance's writable tmpfs areas (/data and /tmp), unless the
+    # spec sets [resources] disk_mb; tmpfs pages also count against the memory limit.
+    instance_disk_mb: Annotated[int, Field(ge=1)] = 256
+    instance_disk_mb_max: Annotated[int, Field(ge=1)] = 2048
+    # Node's V8 heap cap, as a percentage of the instance's memory limit
+    # (NODE_OPTIONS=--max-old-space-size), so Node fails readably before the OOM killer.
+    node_heap_percent: Annotated[int, Field(ge=10, le=100)] = 75
+    # Builds (pip/npm installs) get generous limits of their own.
+    build_memory_mb: Annotated[int, Field(ge=64)] = 4096
+    build_cpu: Annotated[float, Field(gt=0)] = 2.0
+    build_pids: Annotated[int, Field(ge=16)] = 2048
+    build_tmp_mb: Annotated[int, Field(ge=16)] = 2048
+    # The seccomp filter (runtime/seccomp.py) on every hosted process and build; turn it
+    # off only to debug a server that a refused system call breaks.
+    seccomp: bool = True
+
+    # Secrets (smcp.secrets). The key ring holding the key-encryption keys: inline JSON
+    # ({"active": 1, "keys": {"1": "<base64 of 32 bytes>"}}) or one base64 key, for
+    # operators who keep it in a secret manager; otherwise a file (0600), by default
+    # data_dir/keyring.json, generated on first start. Only a file ring can be rotated
+    # in place (`smcp keys rotate`); an inline ring is rotated by adding a key to it.
+    secrets_keyring: SecretStr | None = None
+    secrets_keyring_file: Path | None = None
+    max_secret_bytes: Annotated[int, Field(ge=1, le=1024 * 1024)] = 64 * 1024
+
     @property
     def db_url(self) -> str:
         return self.database_url or f"sqlite+aiosqlite:///{(self.data_dir / 'smcp.db').resolve()}"
@@ -84,6 +159,10 @@ class Settings(BaseSettings):
     @property
     def base_url(self) -> str:
         return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    @property
+    def issuer(self) -> str:
+        return (self.oauth_issuer or self.base_url).rstrip("/")
 
     def server_url(self, tenant: str, server: str) -> str:
         return f"{self.base_url}/t/{tenant}/{server}/mcp"

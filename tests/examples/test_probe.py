@@ -24,6 +24,8 @@ SYSTEM_PYTHON = "/usr/bin/python3"
 EXPECTED_TOOLS = {
     "read_file", "list_dir", "write_file", "list_pids", "connect", "unix_connect", "env", "proc1_environ",
     "whoami", "kill", "stderr", "crash", "sleep", "notify", "big", "ask_roots",
+    "fork_bomb", "alloc", "cpu_burn", "fill_disk", "syscall", "socket",
+    "http_get",
 }  # fmt: skip
 
 

@@ -16,7 +16,7 @@ async def test_open_creates_dirs_and_migrates_to_head(settings: Settings) -> Non
     try:
         assert (settings.data_dir / "smcp.db").is_file()
         assert (settings.data_dir / "blobs").is_dir()
-        assert await current_revision(store.db) == head_revision() == "0001"
+        assert await current_revision(store.db) == head_revision() is not None
     finally:
         await store.close()
     tables = {
@@ -36,7 +36,7 @@ async def test_migrations_twice_are_idempotent(store: Store) -> None:
     await store.tenants.create("acme")
     await migrate(store.db)
     await migrate(store.db)
-    assert await current_revision(store.db) == "0001"
+    assert await current_revision(store.db) == head_revision()
     assert [t.id for t in await store.tenants.list()] == ["acme"]
 
 

@@ -13,6 +13,8 @@ keep flowing.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import itertools
 import json
 import os
@@ -108,6 +110,19 @@ def unix_connect(path: str) -> dict[str, Any]:
     return {"connected": True, "path": path}
 
 
+def http_get(url: str, timeout: float = 10, max_bytes: int = 100_000) -> dict[str, Any]:
+    """GET with stdlib urllib, which honours HTTP(S)_PROXY/NO_PROXY: the egress path."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            body = response.read(max_bytes)
+            return {"url": url, "final_url": response.geturl(), "status": response.status, "body": _text_of(body)}
+    except urllib.error.HTTPError as exc:
+        raise ProbeFailed({"url": url, "status": exc.code, "body": _text_of(exc.read(max_bytes))}) from None
+
+
 def env() -> dict[str, Any]:
     return {"environ": dict(os.environ)}
 
@@ -181,6 +196,141 @@ def ask_roots(timeout: float = 30) -> dict[str, Any]:
     return {"response": response}
 
 
+# --- hostile tools: each tries to exhaust a resource or escape, and reports how far it got.
+
+
+def fork_bomb(n: int, hold: float = 1.0) -> dict[str, Any]:
+    """Fork up to n children that each live `hold` seconds; stop at the first refusal."""
+    children: list[int] = []
+    refused = None
+    for _ in range(n):
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            refused = errno.errorcode.get(exc.errno or 0, str(exc.errno))
+            break
+        if pid == 0:
+            time.sleep(hold)
+            os._exit(0)
+        children.append(pid)
+    for pid in children:
+        os.waitpid(pid, 0)
+    return {"started": len(children), "refused": refused}
+
+
+def alloc(mb: int) -> dict[str, Any]:
+    """Allocate mb MiB and touch every page, so it is really charged."""
+    blocks = []
+    for _ in range(mb):
+        block = bytearray(1 << 20)
+        block[::4096] = b"\x01" * (len(block) // 4096)
+        blocks.append(block)
+    return {"allocated_mb": len(blocks)}
+
+
+def cpu_burn(seconds: float, workers: int = 4) -> dict[str, Any]:
+    """Spin `workers` processes for `seconds`; report the CPU time they got."""
+    deadline = time.monotonic() + seconds
+    pids = []
+    for _ in range(workers):
+        pid = os.fork()
+        if pid == 0:
+            while time.monotonic() < deadline:
+                pass
+            os._exit(0)
+        pids.append(pid)
+    cpu = 0.0
+    for pid in pids:
+        _, _, usage = os.wait4(pid, 0)
+        cpu += usage.ru_utime + usage.ru_stime
+    return {"workers": workers, "seconds": seconds, "cpu_s": round(cpu, 3)}
+
+
+def fill_disk(path: str, mb: int, keep: bool = False) -> dict[str, Any]:
+    """Write up to mb MiB to path; report how much fit before the filesystem refused."""
+    written, error = 0, None
+    chunk = b"\xa5" * (1 << 20)
+    try:
+        with open(path, "wb") as f:
+            for _ in range(mb):
+                f.write(chunk)
+                f.flush()
+                written += 1
+    except OSError as exc:
+        error = errno.errorcode.get(exc.errno or 0, str(exc))
+    finally:
+        if not keep:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+    return {"path": path, "written_mb": written, "error": error}
+
+
+# x86_64 numbers and arguments chosen so that, when the kernel does run the call, it
+# fails harmlessly (EFAULT, EINVAL, ...) or does something reversible: a refusal by
+# policy shows as EPERM or ENOSYS instead.
+_CLONE_NEWUSER, _SIGCHLD = 0x10000000, 17
+_SYSCALLS_X86_64: dict[str, tuple[int, tuple[Any, ...]]] = {
+    "unshare_userns": (272, (_CLONE_NEWUSER,)),
+    "clone_userns": (56, (_CLONE_NEWUSER | _SIGCHLD, 0, 0, 0, 0)),
+    "setns": (308, (-1, 0)),
+    "mount": (165, (b"none", b"/tmp", b"tmpfs", 0, None)),
+    "umount": (166, (b"/proc", 2)),  # MNT_DETACH
+    "pivot_root": (155, (b"/tmp", b"/tmp")),
+    "ptrace_traceme": (101, (0, 0, 0, 0)),  # PTRACE_TRACEME
+    "ptrace_attach": (101, (16, 1, 0, 0)),  # PTRACE_ATTACH to the sandbox's pid 1
+    "process_vm_readv": (310, (1, None, 1, None, 1, 0)),
+    "process_vm_writev": (311, (1, None, 1, None, 1, 0)),
+    "bpf": (321, (0, None, 0)),  # BPF_MAP_CREATE with a NULL attr
+    "keyctl": (250, (0, -3, 0)),  # KEYCTL_GET_KEYRING_ID of the session keyring
+    "add_key": (248, (b"user", b"smcp-probe", b"x", 1, -3)),
+    "request_key": (249, (b"user", b"smcp-probe", None, 0)),
+    "userfaultfd": (323, (1,)),  # UFFD_USER_MODE_ONLY: allowed unprivileged when not filtered
+    "perf_event_open": (298, (None, 0, -1, -1, 0)),
+    "io_uring_setup": (425, (1, None)),
+    "init_module": (175, (None, 0, b"")),
+    "finit_module": (313, (-1, b"", 0)),
+    "kexec_load": (246, (0, 0, None, 0)),
+    "open_by_handle_at": (304, (-1, None, 0)),
+}
+
+
+def syscall(name: str) -> dict[str, Any]:
+    """Try one escape-prone system call through libc; report its result and errno."""
+    import ctypes
+
+    if os.uname().machine != "x86_64":
+        raise ProbeFailed({"error": f"syscall table only for x86_64, not {os.uname().machine}"})
+    if name not in _SYSCALLS_X86_64:
+        raise ProbeFailed({"error": f"unknown syscall {name!r}", "known": sorted(_SYSCALLS_X86_64)})
+    number, args = _SYSCALLS_X86_64[name]
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    c_args = [ctypes.c_long(a) if isinstance(a, int) else a for a in args]
+    ctypes.set_errno(0)
+    result = libc.syscall(ctypes.c_long(number), *c_args)
+    err = ctypes.get_errno() if result == -1 else 0
+    if name == "clone_userns" and result == 0:
+        os._exit(0)  # we are the child of a clone that should never have happened
+    if name == "clone_userns" and result > 0:
+        os.waitpid(result, 0)
+    return {"name": name, "result": result, "errno": err, "error": errno.errorcode.get(err) if err else None}
+
+
+_FAMILIES = {"AF_UNIX": (1, 1), "AF_INET": (2, 1), "AF_INET6": (10, 1), "AF_NETLINK": (16, 2), "AF_PACKET": (17, 3)}
+
+
+def socket_family(family: str) -> dict[str, Any]:
+    """Try to open a socket of an address family (AF_INET, AF_INET6, AF_NETLINK, AF_PACKET, AF_UNIX)."""
+    if family not in _FAMILIES:
+        raise ProbeFailed({"error": f"unknown family {family!r}", "known": sorted(_FAMILIES)})
+    number, kind = _FAMILIES[family]  # SOCK_STREAM, SOCK_DGRAM for netlink, SOCK_RAW for packet
+    try:
+        socket.socket(number, kind).close()
+    except OSError as exc:
+        return {"family": family, "opened": False, "errno": exc.errno, "error": errno.errorcode.get(exc.errno or 0)}
+    return {"family": family, "opened": True, "errno": 0, "error": None}
+
+
 class ProbeFailed(Exception):
     """A tool failure whose report is structured data rather than one message."""
 
@@ -205,6 +355,7 @@ TOOLS: dict[str, tuple[Callable[..., Any], str, dict[str, Any]]] = {
     "list_pids": (list_pids, "Processes visible in /proc, with their command lines.", _schema()),
     "connect": (connect, "Try a TCP connection.", _schema(host="string", port="integer", timeout="number?")),
     "unix_connect": (unix_connect, "Try connecting to a unix socket.", _schema(path="string")),
+    "http_get": (http_get, "GET a URL with urllib (honours HTTP(S)_PROXY).", _schema(url="string", timeout="number?", max_bytes="integer?")),
     "env": (env, "This process's environment.", _schema()),
     "proc1_environ": (proc1_environ, "PID 1's environment and command line.", _schema()),
     "whoami": (whoami, "uid, gid, pid, hostname and cwd of this process.", _schema()),
@@ -215,6 +366,12 @@ TOOLS: dict[str, tuple[Callable[..., Any], str, dict[str, Any]]] = {
     "notify": (notify, "Send n log notifications, then reply.", _schema(n="integer")),
     "big": (big, "Reply with a text of exactly nbytes bytes.", _schema(nbytes="integer")),
     "ask_roots": (ask_roots, "Ask the client for its roots and return its response.", _schema(timeout="number?")),
+    "fork_bomb": (fork_bomb, "Fork up to n short-lived children; report how many started.", _schema(n="integer", hold="number?")),
+    "alloc": (alloc, "Allocate and touch mb MiB of memory.", _schema(mb="integer")),
+    "cpu_burn": (cpu_burn, "Spin worker processes for seconds; report CPU time used.", _schema(seconds="number", workers="integer?")),
+    "fill_disk": (fill_disk, "Write up to mb MiB to a file; report how much fit.", _schema(path="string", mb="integer", keep="boolean?")),
+    "syscall": (syscall, "Try an escape-prone system call; report errno.", _schema(name="string")),
+    "socket": (socket_family, "Try to open a socket of an address family.", _schema(family="string")),
 }
 
 

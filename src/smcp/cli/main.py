@@ -138,13 +138,22 @@ def tenant_list(url: UrlOpt = DEFAULT_URL, token: TokenOpt = None, as_json: Json
 def key_create(
     tenant: TenantOpt,
     name: Annotated[str, typer.Option("--name", "-n", help="A label for the key.")] = "default",
+    role: Annotated[
+        str, typer.Option("--role", "-r", help="Tenant role: owner, admin, developer, viewer or auditor.")
+    ] = "viewer",
+    servers: Annotated[
+        list[str] | None, typer.Option("--server", "-s", help="Limit the key to this server (repeatable).")
+    ] = None,
     url: UrlOpt = DEFAULT_URL,
     token: TokenOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Create an API key. Its token is printed once and cannot be shown again."""
+    body: dict[str, Any] = {"name": name, "role": role}
+    if servers:
+        body["servers"] = servers
     with api(url, token) as client:
-        data = client.request("POST", f"/tenants/{tenant}/keys", json={"name": name})
+        data = client.request("POST", f"/tenants/{tenant}/keys", json=body)
     if as_json:
         return out.emit_json(data)
     out.stdout().print(f"Created key [bold]{data['id']}[/] ({out.escape(data['name'])}) for tenant {tenant}.")
@@ -324,6 +333,14 @@ def server_logs(
 from smcp.cli import serve as _serve  # noqa: E402  (registers `smcp up` and `smcp serve`)
 
 _serve.register(app)
+
+from smcp.cli import identity as _identity  # noqa: E402  (registers `smcp user …` and `smcp member …`)
+
+_identity.register(app, globals())
+
+from smcp.cli import secrets as _secrets  # noqa: E402  (registers `smcp secret` and `smcp keys`)
+
+_secrets.register(app)
 
 if __name__ == "__main__":  # `python -m smcp.cli.main` (what the test harness runs)
     app()

@@ -13,12 +13,15 @@ import smcp
 from smcp.config import Settings
 from smcp.control.context import Context
 from smcp.control.errors import install_error_handlers
-from smcp.control.routes import servers, system, tenants
+from smcp.control.routes import identity, secrets, servers, system, tenants
 from smcp.runtime.interface import Runtime
+from smcp.secrets import SecretVault, open_vault
 from smcp.store import Store
 
 
-def create_control_app(settings: Settings, store: Store, runtime: Runtime) -> FastAPI:
+def create_control_app(
+    settings: Settings, store: Store, runtime: Runtime, vault: SecretVault | None = None
+) -> FastAPI:
     app = FastAPI(
         title="SMCP management API",
         version=smcp.__version__,
@@ -27,9 +30,13 @@ def create_control_app(settings: Settings, store: Store, runtime: Runtime) -> Fa
         docs_url="/docs",
         redoc_url=None,
     )
-    app.state.smcp = Context(settings=settings, store=store, runtime=runtime)
+    app.state.smcp = Context(
+        settings=settings, store=store, runtime=runtime, vault=vault or open_vault(settings, store.secrets)
+    )
     install_error_handlers(app)
     app.include_router(system.router)
     app.include_router(tenants.router)
     app.include_router(servers.router)
+    app.include_router(secrets.router)
+    app.include_router(identity.router)
     return app

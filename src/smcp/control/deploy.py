@@ -59,6 +59,9 @@ async def deploy(ctx: Context, tenant: str, data: bytes) -> Revision:
         max_entries=settings.max_bundle_entries,
     )
     spec = parse_spec(info.spec_text)
+    if spec.secrets and ctx.vault is not None:
+        # Before any build: a server whose secrets are missing could never start.
+        await ctx.vault.require(tenant, [ref.name for ref in spec.secrets])
 
     async with ctx.deploy_locks[(tenant, spec.name)]:
         digest = await asyncio.to_thread(store.blobs.put, data)

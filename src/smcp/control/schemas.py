@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -44,10 +44,17 @@ class TenantOut(_Out):
         return cls(name=tenant.name, created_at=tenant.created_at)
 
 
+ROLE_PATTERN = r"^(owner|admin|developer|viewer|auditor)$"
+
+
 class KeyCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(default="default", min_length=1, max_length=200)
+    role: str = Field(default="viewer", pattern=ROLE_PATTERN, description="The key's tenant role")
+    servers: list[Annotated[str, Field(pattern=NAME_PATTERN)]] | None = Field(
+        default=None, max_length=100, description="Limit the key to these servers (default: all of the tenant's)"
+    )
 
 
 class KeyOut(_Out):
@@ -58,6 +65,8 @@ class KeyOut(_Out):
     created_at: datetime
     revoked_at: datetime | None = None
     last_used_at: datetime | None = None
+    role: str = "viewer"
+    servers: list[str] | None = None
 
     @classmethod
     def of(cls, key: ApiKey) -> KeyOut:

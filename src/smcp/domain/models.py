@@ -27,15 +27,24 @@ class ApiKey:
     created_at: datetime
     revoked_at: datetime | None = None
     last_used_at: datetime | None = None
+    role: str = "viewer"
+    servers: tuple[str, ...] | None = None  # None: every server of the tenant
 
 
 @dataclass(frozen=True, slots=True)
 class Principal:
     """Who calls. `subject` is stable across requests and is what sessions bind to."""
 
-    kind: str  # "api_key" | "admin"
+    kind: str  # "api_key" | "admin" | "oauth"
     subject: str
     tenant: str | None
+    # The tenant role (smcp.auth.roles); None for the platform admin.
+    role: str | None = None
+    # Servers an API key is limited to (None: every server of its tenant).
+    servers: tuple[str, ...] | None = None
+    # OAuth access tokens: the granted scopes and the client acting for the user.
+    scopes: frozenset[str] = frozenset()
+    client_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,3 +97,13 @@ class LogLine:
     instance: str
     stream: str  # "stderr" | "event"
     text: str = field(default="")
+
+
+@dataclass(frozen=True, slots=True)
+class SecretInfo:
+    """A tenant secret's public half: never its value."""
+
+    tenant: str
+    name: str
+    version: int
+    created_at: datetime

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from smcp.domain.errors import InvalidSpec
+from smcp.domain.network import Network
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
@@ -19,6 +20,7 @@ RESERVED_ENV = frozenset({"PATH", "HOME", "TMPDIR", "VIRTUAL_ENV", "PYTHONPATH",
 
 class RuntimeKind(str, enum.Enum):
     python = "python"
+    node = "node"
     command = "command"
 
 
@@ -28,12 +30,63 @@ class SharingMode(str, enum.Enum):
     per_principal = "per-principal"
 
 
+# Registry packages must name one exact version: what a revision runs never changes
+# under it. npm: "name@1.2.3" or "@scope/name@1.2.3-rc.1" (semver, no ranges or tags);
+# PyPI: "name==1.2" or "name[extra]==1.2" (no wildcards, no other operators).
+NPM_PACKAGE_RE = re.compile(
+    r"^(?P<name>(?:@[a-z0-9][a-z0-9._~-]*/)?[a-z0-9][a-z0-9._~-]*)"
+    r"@(?P<version>\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?)$"
+)
+PYPI_PACKAGE_RE = re.compile(
+    r"^(?P<name>[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)(?:\[(?P<extras>[A-Za-z0-9._-]+(?:,[A-Za-z0-9._-]+)*)\])?"
+    r"==(?P<version>[0-9][0-9A-Za-z.!+_-]*)$"
+)
+# A package's executable (an npm `bin` entry or a Python console script).
+BIN_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+MAX_SECRETS = 64
+
+
+class SecretRef(BaseModel):
+    """A tenant secret the server receives: always as /run/secrets/<name>, as an env var on request."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    # True: also set env var <name>; a string: set that env var instead.
+    env: bool | str = False
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not ENV_NAME_RE.match(v):
+            raise ValueError(f"secret name {v!r} must be 1-128 of A-Z, a-z, 0-9 and '_', not starting with a digit")
+        return v
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, v: bool | str) -> bool | str:
+        if isinstance(v, str):
+            if not ENV_NAME_RE.match(v):
+                raise ValueError(f"secret env name {v!r} is not a valid variable name")
+            if v in RESERVED_ENV:
+                raise ValueError(f"secret env name {v!r} is set by the platform and cannot be overridden")
+        return v
+
+    @property
+    def env_name(self) -> str | None:
+        if self.env is True:
+            return self.name
+        return self.env or None
+
+
 class Resources(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     memory_mb: Annotated[int, Field(ge=16, le=65536)] = 512
     cpu: Annotated[float, Field(gt=0, le=64)] = 1.0
     pids: Annotated[int, Field(ge=4, le=32768)] = 256
+    # Size cap of each writable tmpfs (/data, /tmp); None: the node's SMCP_INSTANCE_DISK_MB.
+    disk_mb: Annotated[int, Field(ge=1, le=65536)] | None = None
 
 
 class Scaling(BaseModel):
@@ -60,8 +113,19 @@ class ServerSpec(BaseModel):
     command: tuple[str, ...] | None = None
     args: tuple[str, ...] = ()
     env: dict[str, str] = Field(default_factory=dict)
+    # Tenant secrets delivered to instances: ["NAME", { name = "NAME", env = true }, …].
+    secrets: tuple[SecretRef, ...] = ()
+    # A registry package to run instead of bundle code: npm (runtime "node") or PyPI
+    # (runtime "python"), pinned to one exact version, built at deploy time.
+    npm: str | None = None
+    pypi: str | None = None
+    # Which executable of that package to run (npm `bin` / console script); optional
+    # when the package has exactly one, or one named like the package.
+    bin: str | None = None
     resources: Resources = Resources()
     scaling: Scaling = Scaling()
+    # Egress allowlist (see domain/network.py); empty means no network at all.
+    network: Network = Network()
     # shared: one instance serves every session (ids rewritten by the gateway);
     # per-principal: one per caller identity; per-session: one per client session.
     sharing: SharingMode = SharingMode.shared
@@ -86,14 +150,94 @@ class ServerSpec(BaseModel):
                 raise ValueError(f"env value of {key!r} contains a NUL byte")
         return v
 
+    @field_validator("secrets", mode="before")
+    @classmethod
+    def _secret_refs(cls, v: Any) -> Any:
+        if isinstance(v, (list, tuple)):
+            return [{"name": item} if isinstance(item, str) else item for item in v]
+        return v
+
+    @field_validator("secrets")
+    @classmethod
+    def _secrets(cls, v: tuple[SecretRef, ...]) -> tuple[SecretRef, ...]:
+        if len(v) > MAX_SECRETS:
+            raise ValueError(f"at most {MAX_SECRETS} secrets")
+        names = [ref.name for ref in v]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"secret {dupes[0]!r} is listed twice")
+        envs = [ref.env_name for ref in v if ref.env_name]
+        for name in envs:
+            if name in RESERVED_ENV:
+                raise ValueError(f"secret env name {name!r} is set by the platform and cannot be overridden")
+        dupes = sorted({n for n in envs if envs.count(n) > 1})
+        if dupes:
+            raise ValueError(f"two secrets set env var {dupes[0]!r}")
+        return v
+
+    @field_validator("npm")
+    @classmethod
+    def _npm(cls, v: str | None) -> str | None:
+        if v is not None and not NPM_PACKAGE_RE.match(v):
+            raise ValueError(
+                f"npm package {v!r} must name one exact version, e.g. \"@scope/pkg@1.2.3\" "
+                "(no ranges, tags like 'latest', URLs or git references)"
+            )
+        return v
+
+    @field_validator("pypi")
+    @classmethod
+    def _pypi(cls, v: str | None) -> str | None:
+        if v is not None and not PYPI_PACKAGE_RE.match(v):
+            raise ValueError(
+                f"pypi package {v!r} must be pinned to one exact version, e.g. \"pkg==1.2.0\" "
+                "(no ranges, wildcards, URLs or other operators)"
+            )
+        return v
+
+    @field_validator("bin")
+    @classmethod
+    def _bin(cls, v: str | None) -> str | None:
+        if v is not None and not BIN_NAME_RE.match(v):
+            raise ValueError(f"bin {v!r} must be an executable name (a-z, A-Z, 0-9, '.', '_', '-')")
+        return v
+
     @model_validator(mode="after")
     def _shape(self) -> ServerSpec:
-        if self.runtime is RuntimeKind.python:
+        if self.npm and self.runtime is not RuntimeKind.node:
+            raise ValueError("npm packages run on runtime 'node'")
+        if self.pypi and self.runtime is not RuntimeKind.python:
+            raise ValueError("pypi packages run on runtime 'python'")
+        if self.bin and not (self.npm or self.pypi):
+            raise ValueError("bin selects an executable of an npm or pypi package; set npm or pypi")
+        for ref in self.secrets:
+            if ref.env_name and ref.env_name in self.env:
+                raise ValueError(f"env var {ref.env_name!r} is set both by env and by secret {ref.name!r}")
+        if self.runtime is RuntimeKind.python and self.pypi:
+            if self.command:
+                raise ValueError("runtime 'python' takes entrypoint, not command")
+            if self.entrypoint:
+                if not self.entrypoint.startswith("-m ") or self.bin:
+                    raise ValueError("with pypi, entrypoint may only be '-m module' (or use bin), not both")
+                _check_module(self.entrypoint.removeprefix("-m ").strip())
+        elif self.runtime is RuntimeKind.python:
             if not self.entrypoint:
                 raise ValueError("runtime 'python' needs entrypoint (a .py file in the bundle, or '-m module')")
             if self.command:
                 raise ValueError("runtime 'python' takes entrypoint, not command")
             _check_relative(self.entrypoint.removeprefix("-m ").strip(), "entrypoint")
+        elif self.runtime is RuntimeKind.node:
+            if self.command:
+                raise ValueError("runtime 'node' takes entrypoint (or npm), not command")
+            if self.npm:
+                if self.entrypoint:
+                    raise ValueError("with npm, the package's bin runs; drop entrypoint (choose a bin with bin = ...)")
+            else:
+                if not self.entrypoint:
+                    raise ValueError("runtime 'node' needs entrypoint (a .js/.mjs/.cjs file in the bundle) or npm")
+                if self.entrypoint.startswith("-"):
+                    raise ValueError("runtime 'node' entrypoint must be a file in the bundle, not an option")
+                _check_relative(self.entrypoint, "entrypoint")
         else:
             if not self.command:
                 raise ValueError("runtime 'command' needs command (an argv list, e.g. [\"node\", \"index.js\"])")
@@ -105,6 +249,11 @@ class ServerSpec(BaseModel):
 
     def to_json(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
+
+
+def _check_module(module: str) -> None:
+    if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$", module):
+        raise ValueError(f"entrypoint module {module!r} is not a dotted Python module name")
 
 
 def _check_relative(path: str, field: str) -> None:

@@ -8,36 +8,59 @@ without the gateway noticing.
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
-from collections.abc import Awaitable, Callable
+import itertools
+import logging
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 from smcp.config import Settings
 from smcp.domain import Instance, InvalidBundle, LogLine, Revision, RuntimeKind, ServerSpec
-from smcp.runtime import bundles
+from smcp.egress import EgressManager
+from smcp.runtime import bundles, seccomp
 from smcp.runtime.builds import Builder
+from smcp.runtime.cgroups import Cgroups, InstanceLimits, Limits
 from smcp.runtime.instance import SupervisedInstance, new_instance_record
 from smcp.runtime.logs import LogRing
 from smcp.runtime.process import StdioProcess
-from smcp.runtime.sandbox import APP_DIR, DATA_DIR, VENV_DIR, SandboxPlan, build_launch
+from smcp.runtime.sandbox import APP_DIR, DATA_DIR, NODE_MODULES_DIR, VENV_DIR, SandboxPlan, build_launch
+from smcp.secrets.delivery import secret_env, secret_files
+from smcp.secrets.redact import Redactor
 
 UidOf = Callable[[str], Awaitable[int]]
+logger = logging.getLogger("smcp.runtime")
+# (tenant, secret names) -> decrypted values; injected by app.py (smcp.secrets), so the
+# runtime never touches the store or the key ring itself.
+SecretsFor = Callable[[str, Sequence[str]], Awaitable[dict[str, bytes]]]
 
 
 class LocalRuntime:
-    def __init__(self, settings: Settings, uid_of: UidOf) -> None:
+    def __init__(self, settings: Settings, uid_of: UidOf, secrets_for: SecretsFor | None = None) -> None:
         self._settings = settings
         self._uid_of = uid_of
+        self._secrets_for = secrets_for
         root = settings.data_dir.resolve()
+        # Isolation is checked once, at start: a node that cannot limit or filter refuses to run.
+        self._cgroups = Cgroups.detect(settings.cgroups, settings.cgroup_parent)
+        if settings.seccomp and (why := seccomp.available()):
+            raise RuntimeError(f"cannot build the seccomp filter ({why}); install libseccomp2 or set SMCP_SECCOMP=false")
+        logger.info(
+            "isolation: %s; %s",
+            self._cgroups.describe() if self._cgroups else "no cgroups (SMCP_CGROUPS=off): no resource limits",
+            seccomp.describe(allow_inet=False) if settings.seccomp else "no seccomp filter (SMCP_SECCOMP=false)",
+        )
         self._apps = root / "apps"
         self._instances_root = root / "instances"
         self._builder = Builder(
             root / "builds",
             root / "cache",
             python=settings.sandbox_python,
+            node=settings.sandbox_node,
             bwrap=settings.bwrap_path,
             timeout_s=settings.build_timeout_s,
+            cgroups=self._cgroups,
+            limits=Limits(memory_mb=settings.build_memory_mb, cpu=settings.build_cpu, pids=settings.build_pids),
+            seccomp=seccomp.filter_bpf(allow_inet=True) if settings.seccomp else None,
+            tmp_mb=settings.build_tmp_mb,
         )
         # bwrap runs as the tenant's uid and must traverse these to bind its own
         # subdirectory; 0711 lets it pass through without listing anyone else's.
@@ -47,6 +70,8 @@ class LocalRuntime:
         self._live: dict[str, SupervisedInstance] = {}
         self._logs: dict[tuple[str, str], LogRing] = {}
         self._unpack_locks: dict[str, asyncio.Lock] = {}
+        # One egress proxy socket per instance whose spec has [network] allow (smcp.egress).
+        self._egress = EgressManager.from_settings(settings, root / "egress")
 
     # -- builds ---------------------------------------------------------------------
     def app_dir(self, digest: str) -> Path:
@@ -58,7 +83,7 @@ class LocalRuntime:
         self._log(tenant, spec.name).add("-", "event", f"building bundle {bundle_digest[:12]}")
         key = await self._builder.build(tenant, spec, app_dir, uid, uid)
         entry = spec.entrypoint.removeprefix("-m ").strip() if spec.entrypoint else None
-        if spec.runtime is RuntimeKind.python and entry and not spec.entrypoint.startswith("-m "):  # type: ignore[union-attr]
+        if spec.runtime in (RuntimeKind.python, RuntimeKind.node) and entry and not spec.entrypoint.startswith("-m "):  # type: ignore[union-attr]
             if not (app_dir / entry).is_file():
                 raise InvalidBundle(f"entrypoint {entry!r} is not a file in the bundle")
         return key
@@ -85,28 +110,64 @@ class LocalRuntime:
         app_dir = self.app_dir(revision.bundle_digest)
         if not app_dir.exists():
             raise InvalidBundle(f"bundle {revision.bundle_digest[:12]} is not unpacked on this node")
+        secrets = await self._secrets(revision)
         record = new_instance_record(revision.tenant, revision.server, revision.id)
-        data_dir = self._instances_root / record.id
-        data_dir.mkdir(mode=0o700)
-        os.chown(data_dir, uid, uid)
-        plan = self._plan(revision, app_dir, data_dir, uid)
+        limits = InstanceLimits.resolve(spec.resources, self._settings)
+        plan = self._plan(revision, app_dir, uid, limits)
+        # Secrets: read-only files at /run/secrets/<NAME>, env vars where the spec asks.
+        plan.files += secret_files(spec.secrets, secrets)
+        plan.env.update(secret_env(spec.secrets, secrets))
+        redact = Redactor(secrets.values())
+        if spec.network.allow:
+            # Only allowlisted specs get a way out: their own proxy socket plus the
+            # in-sandbox loopback forwarder (which is why _plan's seccomp filter
+            # allows AF_INET exactly when spec.network.allow is non-empty).
+            sock = await self._egress.open(revision.tenant, revision.server, record.id, uid, spec.network.allow)
+            self._egress.wire(plan, sock, self._settings.sandbox_python)
         log = self._log(revision.tenant, revision.server)
+        for note in limits.clamped:
+            log.add(record.id, "event", f"resources: {note}")
+        log.add(record.id, "event", f"limits: {limits.describe()}" + ("" if self._settings.seccomp else "; no seccomp"))
+        launches = itertools.count()
 
         async def spawn(on_stdout: Callable[[bytes], None], on_stderr: Callable[[str], None]) -> StdioProcess:
+            # A fresh cgroup per launch: a restarted process must not inherit the
+            # previous one's lingering pid charges.
+            n = next(launches)
+            cgroups = self._cgroups
+            group = cgroups.create(record.id + (f"-r{n}" if n else ""), limits.limits) if cgroups else None
+
+            def exited(code: int) -> str | None:
+                if group is None or cgroups is None:
+                    return None
+                failure, events = group.usage().notes(group.limits, code)
+                for event in events:
+                    log.add(record.id, "event", event)
+                cgroups.remove_later(group)
+                return failure
+
             proc = StdioProcess(
                 build_launch(plan, bwrap=self._settings.bwrap_path),
                 uid=uid,
                 gid=uid,
                 max_message_bytes=self._settings.max_message_bytes,
                 on_stdout=on_stdout,
-                on_stderr=on_stderr,
+                # What a server prints never carries its secrets into the platform's logs.
+                on_stderr=(lambda text: on_stderr(redact(text))) if redact else on_stderr,
+                cgroup=group,
+                on_exit=exited,
             )
-            await proc.start()
+            try:
+                await proc.start()
+            except BaseException:
+                if group is not None and cgroups is not None:
+                    cgroups.remove_later(group)
+                raise
             return proc
 
         def gone(instance: SupervisedInstance) -> None:
             self._live.pop(instance.record.id, None)
-            shutil.rmtree(data_dir, ignore_errors=True)
+            self._egress.close_soon(instance.record.id)
 
         instance = SupervisedInstance(
             record,
@@ -124,11 +185,11 @@ class LocalRuntime:
             await instance.start()
         except Exception:
             self._live.pop(record.id, None)
-            shutil.rmtree(data_dir, ignore_errors=True)
+            self._egress.close_soon(record.id)
             raise
         return instance
 
-    def _plan(self, revision: Revision, app_dir: Path, data_dir: Path, uid: int) -> SandboxPlan:
+    def _plan(self, revision: Revision, app_dir: Path, uid: int, limits: InstanceLimits) -> SandboxPlan:
         spec = revision.spec
         env = {
             "HOME": DATA_DIR,
@@ -150,10 +211,29 @@ class LocalRuntime:
             env["PYTHONUNBUFFERED"] = "1"
             env["PYTHONDONTWRITEBYTECODE"] = "1"
             argv = [python, "-m", module] if module else [python, entry]
+            if spec.pypi and not module and revision.build_key:
+                argv = [python, *self._builder.entry(revision.build_key)]
+        elif spec.runtime is RuntimeKind.node:
+            env["PATH"] = "/usr/local/bin:/usr/bin:/bin"
+            env["NODE_ENV"] = "production"
+            if revision.build_key:
+                ro_binds.append((self._builder.node_modules_path(revision.build_key), NODE_MODULES_DIR))
+            # Node does not see a memory cgroup's limit: size its heap to the spec, so it
+            # fails with a readable "heap out of memory" instead of a silent OOM kill.
+            heap = limits.node_heap_mb
+            node = [self._settings.sandbox_node, f"--max-old-space-size={heap}"]
+            if spec.npm and revision.build_key:
+                argv = node + self._builder.entry(revision.build_key)
+            else:
+                argv = node + [spec.entrypoint or ""]
         else:
             env["PATH"] = "/usr/local/bin:/usr/bin:/bin"
             argv = list(spec.command or ())
         env.update(spec.env)
+        # Any node a server starts (a `command` server, a child process) gets a heap sized
+        # to the memory limit too, unless the spec chose its own.
+        if "--max-old-space-size" not in env.get("NODE_OPTIONS", ""):
+            env["NODE_OPTIONS"] = f"{env.get('NODE_OPTIONS', '')} --max-old-space-size={limits.node_heap_mb}".strip()
         return SandboxPlan(
             argv=argv + list(spec.args),
             uid=uid,
@@ -161,8 +241,19 @@ class LocalRuntime:
             cwd=APP_DIR,
             env=env,
             ro_binds=ro_binds,
-            rw_binds=[(data_dir, DATA_DIR)],
+            # /data and /tmp are private size-capped tmpfs: nothing a server writes reaches the host disk.
+            tmp_size=limits.disk_mb * 1024 * 1024,
+            tmpfs=[(DATA_DIR, limits.disk_mb * 1024 * 1024)],
+            seccomp=seccomp.filter_bpf(allow_inet=bool(spec.network.allow)) if self._settings.seccomp else None,
         )
+
+    async def _secrets(self, revision: Revision) -> dict[str, bytes]:
+        names = [ref.name for ref in revision.spec.secrets]
+        if not names:
+            return {}
+        if self._secrets_for is None:
+            raise RuntimeError("this runtime was built without a secret source, but the spec references secrets")
+        return await self._secrets_for(revision.tenant, names)
 
     def instances(self, tenant: str, server: str | None = None) -> list[Instance]:
         return [
@@ -188,3 +279,6 @@ class LocalRuntime:
 
     async def aclose(self) -> None:
         await asyncio.gather(*(i.stop("platform shutting down") for i in list(self._live.values())), return_exceptions=True)
+        if self._cgroups is not None:
+            await self._cgroups.aclose()
+        await self._egress.aclose()

@@ -8,10 +8,14 @@ import os
 import signal
 from collections.abc import Callable
 
+from smcp.runtime.cgroups import Cgroup, spawn_kwargs
 from smcp.runtime.sandbox import Launch
 
 StdoutHandler = Callable[[bytes], None]
 StderrHandler = Callable[[str], None]
+# Called once when the process has exited, with its exit code; may return why it died
+# (e.g. "killed: out of memory (limit 256 MiB)"), which becomes `failure`.
+ExitHandler = Callable[[int], "str | None"]
 
 
 class MessageTooLarge(Exception):
@@ -34,8 +38,13 @@ class StdioProcess:
         max_message_bytes: int,
         on_stdout: StdoutHandler,
         on_stderr: StderrHandler,
+        cgroup: Cgroup | None = None,
+        on_exit: ExitHandler | None = None,
     ) -> None:
         self._launch = launch
+        self._cgroup = cgroup
+        self._on_exit = on_exit
+        self._exit_noted = False
         self._uid = uid
         self._gid = gid
         self._max = max_message_bytes
@@ -51,6 +60,8 @@ class StdioProcess:
         return self._proc.pid if self._proc else None
 
     async def start(self) -> None:
+        # Joins the cgroup and drops to uid:gid between fork and exec (see cgroups.py).
+        spawn, release = spawn_kwargs(self._uid, self._gid, self._cgroup)
         try:
             self._proc = await asyncio.create_subprocess_exec(
                 *self._launch.argv,
@@ -58,15 +69,14 @@ class StdioProcess:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 pass_fds=self._launch.pass_fds,
-                user=self._uid,
-                group=self._gid,
-                extra_groups=[],
                 env={},
                 start_new_session=True,
                 limit=self._max + 1,
+                **spawn,
             )
         finally:
             self._launch.close()
+            release()
         assert self._proc.stdout and self._proc.stderr
         self._pumps = [
             asyncio.create_task(self._pump_stdout(self._proc.stdout)),
@@ -115,6 +125,7 @@ class StdioProcess:
     async def wait(self) -> int:
         assert self._proc is not None
         code = await self._proc.wait()
+        self._exited(code)
         # Let the pumps hand over what the child wrote before it exited.
         with contextlib.suppress(Exception):
             await asyncio.wait_for(asyncio.gather(*self._pumps, return_exceptions=True), timeout=2)
@@ -130,7 +141,10 @@ class StdioProcess:
     async def stop(self, grace_s: float) -> None:
         """Close stdin (the MCP stdio way to ask for exit), then kill after the grace period."""
         proc = self._proc
-        if proc is None or proc.returncode is not None:
+        if proc is None:
+            return
+        if proc.returncode is not None:
+            self._exited(proc.returncode)
             return
         if proc.stdin is not None:
             with contextlib.suppress(Exception):
@@ -141,3 +155,13 @@ class StdioProcess:
             self.kill()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(proc.wait(), timeout=5)
+        self._exited(proc.returncode if proc.returncode is not None else -1)
+
+    def _exited(self, code: int) -> None:
+        if self._exit_noted:
+            return
+        self._exit_noted = True
+        if self._on_exit is not None:
+            note = self._on_exit(code)
+            if note and not self.failure:
+                self.failure = note

@@ -34,6 +34,8 @@ _ETC_NET_ENTRIES = ("resolv.conf", "hosts", "gai.conf")
 
 APP_DIR = "/srv/app"
 VENV_DIR = "/srv/venv"
+# A node build's node_modules: Node resolves /srv/app's imports by walking up to it.
+NODE_MODULES_DIR = "/srv/node_modules"
 DATA_DIR = "/data"
 
 
@@ -50,6 +52,15 @@ class SandboxPlan:
     rw_binds: list[tuple[Path, str]] = field(default_factory=list)
     network: bool = False
     hostname: str = "smcp"
+    # Read-only files made from bytes: (data, path inside). They travel as memfds via
+    # --ro-bind-data, so they never exist on a host disk or in any argv (secrets).
+    files: list[tuple[bytes, str]] = field(default_factory=list)
+    # Size cap (bytes) of the private /tmp tmpfs; None: the kernel default (half of RAM).
+    tmp_size: int | None = None
+    # Further private tmpfs mounts: (path inside, size cap in bytes or None).
+    tmpfs: list[tuple[str, int | None]] = field(default_factory=list)
+    # A compiled seccomp BPF program (runtime/seccomp.py); bwrap loads it right before exec.
+    seccomp: bytes | None = None
 
 
 @dataclass(slots=True)
@@ -132,17 +143,29 @@ def build_launch(plan: SandboxPlan, *, bwrap: str = "bwrap") -> Launch:
     args += ["--dir", "/etc"]
     args += _etc_args(_ETC_ENTRIES + (_ETC_NET_ENTRIES if plan.network else ()))
     args += ["--ro-bind-data", str(passwd_fd), "/etc/passwd", "--ro-bind-data", str(group_fd), "/etc/group"]
-    args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--dir", "/srv"]
+    args += ["--proc", "/proc", "--dev", "/dev"]
+    for path, size in [("/tmp", plan.tmp_size), *plan.tmpfs]:
+        # tmpfs pages are charged to the instance's memory cgroup as well as to this cap.
+        args += (["--size", str(size)] if size else []) + ["--tmpfs", path]
+    args += ["--dir", "/srv"]
     for host, inside in plan.ro_binds:
         args += ["--ro-bind", str(host), inside]
     for host, inside in plan.rw_binds:
         args += ["--bind", str(host), inside]
+    for index, (data, inside) in enumerate(plan.files):
+        file_fd = _memfd(f"file-{index}", data)
+        fds.append(file_fd)
+        args += ["--perms", "0400", "--ro-bind-data", str(file_fd), inside]
     # Until this point the sandbox root is a writable tmpfs; seal it.
     args += ["--remount-ro", "/"]
     args += ["--clearenv"]
     for key, value in plan.env.items():
         args += ["--setenv", key, value]
     args += ["--chdir", plan.cwd]
+    if plan.seccomp is not None:
+        seccomp_fd = _memfd("seccomp", plan.seccomp)
+        fds.append(seccomp_fd)
+        args += ["--seccomp", str(seccomp_fd)]
 
     for arg in args:
         if "\0" in arg:

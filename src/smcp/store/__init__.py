@@ -14,6 +14,8 @@ from smcp.config import Settings
 from smcp.store.api_keys import ApiKeyRepo
 from smcp.store.blobs import BlobStore
 from smcp.store.db import Database, create_engine, migrate
+from smcp.store.identity import OAuthRepo, UserRepo
+from smcp.store.secrets import SecretRepo
 from smcp.store.servers import ServerRepo
 from smcp.store.tenants import TenantRepo
 
@@ -25,6 +27,9 @@ class Store:
         self.tenants = TenantRepo(db, uid_base=uid_base)
         self.api_keys = ApiKeyRepo(db)
         self.servers = ServerRepo(db)
+        self.secrets = SecretRepo(db)
+        self.users = UserRepo(db)
+        self.oauth = OAuthRepo(db)
 
     @classmethod
     async def open(cls, settings: Settings) -> Store:
@@ -46,4 +51,4 @@ class Store:
         await self.db.dispose()
 
 
-__all__ = ["ApiKeyRepo", "BlobStore", "ServerRepo", "Store", "TenantRepo"]
+__all__ = ["ApiKeyRepo", "BlobStore", "OAuthRepo", "ServerRepo", "Store", "TenantRepo", "UserRepo"]

@@ -29,6 +29,8 @@ def _api_key(row: sa.Row) -> ApiKey:
         created_at=row.created_at,
         revoked_at=row.revoked_at,
         last_used_at=row.last_used_at,
+        role=row.role,
+        servers=tuple(row.servers) if row.servers is not None else None,
     )
 
 
@@ -38,8 +40,11 @@ class ApiKeyRepo:
         self._touches: set[asyncio.Task[None]] = set()
         self._touching: set[str] = set()
 
-    async def create(self, tenant: str, name: str) -> tuple[ApiKey, str]:
-        """Create a key; returns it and its token, which is never retrievable again."""
+    async def create(
+        self, tenant: str, name: str, *, role: str = "viewer", servers: tuple[str, ...] | None = None
+    ) -> tuple[ApiKey, str]:
+        """Create a key with a tenant role, optionally limited to some servers; returns it and
+        its token, which is never retrievable again."""
         new = apikeys.generate()
         now = t.utcnow()
         async with self._db.write() as conn:
@@ -47,10 +52,18 @@ class ApiKeyRepo:
                 raise NotFound(f"tenant {tenant!r} not found")
             await conn.execute(
                 t.api_keys.insert().values(
-                    id=new.key_id, tenant_id=tenant, name=name, secret_hash=new.secret_hash, created_at=now
+                    id=new.key_id,
+                    tenant_id=tenant,
+                    name=name,
+                    secret_hash=new.secret_hash,
+                    created_at=now,
+                    role=role,
+                    servers=list(servers) if servers is not None else None,
                 )
             )
-        key = ApiKey(id=new.key_id, tenant=tenant, name=name, prefix=new.display_prefix, created_at=now)
+        key = ApiKey(
+            id=new.key_id, tenant=tenant, name=name, prefix=new.display_prefix, created_at=now, role=role, servers=servers
+        )
         return key, new.token
 
     async def list(self, tenant: str) -> list[ApiKey]:
@@ -62,6 +75,8 @@ class ApiKeyRepo:
                 t.api_keys.c.created_at,
                 t.api_keys.c.revoked_at,
                 t.api_keys.c.last_used_at,
+                t.api_keys.c.role,
+                t.api_keys.c.servers,
             )
             .where(t.api_keys.c.tenant_id == tenant)
             .order_by(t.api_keys.c.created_at, t.api_keys.c.id)
@@ -91,14 +106,25 @@ class ApiKeyRepo:
             return None
         key_id, secret = parts
         query = sa.select(
-            t.api_keys.c.tenant_id, t.api_keys.c.secret_hash, t.api_keys.c.revoked_at, t.api_keys.c.last_used_at
+            t.api_keys.c.tenant_id,
+            t.api_keys.c.secret_hash,
+            t.api_keys.c.revoked_at,
+            t.api_keys.c.last_used_at,
+            t.api_keys.c.role,
+            t.api_keys.c.servers,
         ).where(t.api_keys.c.id == key_id)
         async with self._db.read() as conn:
             row = (await conn.execute(query)).first()
         if row is None or row.revoked_at is not None or not apikeys.matches(secret, row.secret_hash):
             return None
         self._maybe_touch(key_id, row.last_used_at)
-        return Principal(kind="api_key", subject=f"key:{key_id}", tenant=row.tenant_id)
+        return Principal(
+            kind="api_key",
+            subject=f"key:{key_id}",
+            tenant=row.tenant_id,
+            role=row.role,
+            servers=tuple(row.servers) if row.servers is not None else None,
+        )
 
     def _maybe_touch(self, key_id: str, last_used_at: datetime | None) -> None:
         now = t.utcnow()

@@ -68,6 +68,9 @@ api_keys = sa.Table(
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("revoked_at", UTCDateTime(), nullable=True),
     sa.Column("last_used_at", UTCDateTime(), nullable=True),
+    # Migration 0003: the key's tenant role and the servers it is limited to (None: all).
+    sa.Column("role", sa.String(16), nullable=False, server_default="viewer"),
+    sa.Column("servers", sa.JSON(), nullable=True),
     sa.Index("ix_api_keys_tenant_id", "tenant_id"),
 )
 
@@ -106,4 +109,110 @@ revisions = sa.Table(
     ),
     # The backstop against two deploys taking the same number.
     sa.UniqueConstraint("tenant_id", "server_name", "number", name="uq_revisions_server_number"),
+)
+
+# -- identity (migration 0003): users, tenant roles, OAuth authorization server state --------
+# Codes and refresh tokens are stored only as SHA-256 hashes of 256-bit random values.
+
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),  # the login name, lower-cased
+    sa.Column("password_hash", sa.Text(), nullable=True),  # argon2id; None: no local password
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("disabled_at", UTCDateTime(), nullable=True),
+    sa.UniqueConstraint("name", name="uq_users_name"),
+)
+
+memberships = sa.Table(
+    "memberships",
+    metadata,
+    sa.Column("tenant_id", sa.String(63), sa.ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("user_id", sa.String(32), sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Index("ix_memberships_user_id", "user_id"),
+)
+
+oauth_clients = sa.Table(
+    "oauth_clients",
+    metadata,
+    sa.Column("client_id", sa.String(255), primary_key=True),
+    # Pre-registered clients belong to a tenant and get tokens only for its servers;
+    # dynamically registered ones (RFC 7591) have none.
+    sa.Column("tenant_id", sa.String(63), sa.ForeignKey("tenants.id", ondelete="CASCADE"), nullable=True),
+    sa.Column("kind", sa.String(16), nullable=False),  # "registered" | "dynamic"
+    sa.Column("client_name", sa.String(200), nullable=False),
+    sa.Column("secret_hash", sa.String(64), nullable=True),
+    sa.Column("redirect_uris", sa.JSON(), nullable=False),
+    sa.Column("grant_types", sa.JSON(), nullable=False),
+    sa.Column("token_endpoint_auth_method", sa.String(32), nullable=False),
+    sa.Column("client_metadata", sa.JSON(), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+)
+
+# A grant is one user's consent for one client to one resource: the family every
+# code, refresh token and access token of that consent belongs to.
+oauth_grants = sa.Table(
+    "oauth_grants",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("client_id", sa.String(2048), nullable=False),
+    sa.Column("user_id", sa.String(32), sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("tenant_id", sa.String(63), sa.ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("resource", sa.String(2048), nullable=False),
+    sa.Column("scope", sa.String(1000), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("revoked_at", UTCDateTime(), nullable=True),
+    sa.Column("revoked_reason", sa.String(200), nullable=True),
+)
+
+oauth_codes = sa.Table(
+    "oauth_codes",
+    metadata,
+    sa.Column("code_hash", sa.String(64), primary_key=True),
+    sa.Column("grant_id", sa.String(32), sa.ForeignKey("oauth_grants.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("redirect_uri", sa.Text(), nullable=False),
+    sa.Column("code_challenge", sa.String(128), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("expires_at", UTCDateTime(), nullable=False),
+    sa.Column("used_at", UTCDateTime(), nullable=True),
+)
+
+oauth_refresh_tokens = sa.Table(
+    "oauth_refresh_tokens",
+    metadata,
+    sa.Column("token_hash", sa.String(64), primary_key=True),
+    sa.Column("grant_id", sa.String(32), sa.ForeignKey("oauth_grants.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("expires_at", UTCDateTime(), nullable=False),
+    sa.Column("used_at", UTCDateTime(), nullable=True),
+    sa.Index("ix_oauth_refresh_tokens_grant_id", "grant_id"),
+)
+
+oauth_signing_keys = sa.Table(
+    "oauth_signing_keys",
+    metadata,
+    sa.Column("kid", sa.String(64), primary_key=True),
+    sa.Column("alg", sa.String(16), nullable=False),
+    sa.Column("private_jwk", sa.Text(), nullable=False),
+    sa.Column("public_jwk", sa.Text(), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+)
+
+# -- secrets (migration 0002): envelope-encrypted tenant secrets; see smcp.secrets -----------
+secrets = sa.Table(
+    "secrets",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("tenant_id", sa.String(63), sa.ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("name", sa.String(128), nullable=False),
+    sa.Column("version", sa.Integer(), nullable=False),
+    sa.Column("ciphertext", sa.LargeBinary(), nullable=False),
+    sa.Column("wrapped_key", sa.LargeBinary(), nullable=False),
+    sa.Column("kek_version", sa.Integer(), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.UniqueConstraint("tenant_id", "name", "version", name="uq_secrets_tenant_name_version"),
+    sa.Index("ix_secrets_kek_version", "kek_version"),
 )

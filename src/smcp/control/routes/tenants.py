@@ -6,7 +6,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Response, status
 
-from smcp.control.auth import allow
+from smcp.auth import roles
+from smcp.control.auth import allow, authenticate
+from smcp.control.errors import Forbidden
+from smcp.domain import Principal
 from smcp.control.context import Context, get_context
 from smcp.control.schemas import ERROR_RESPONSES, KeyCreate, KeyCreated, KeyOut, TenantCreate, TenantOut
 
@@ -44,8 +47,16 @@ async def get_tenant(tenant: str, ctx: Ctx) -> TenantOut:
     tags=["keys"],
     dependencies=[allow("keys.create")],
 )
-async def create_key(tenant: str, body: KeyCreate, ctx: Ctx) -> KeyCreated:
-    key, token = await ctx.store.api_keys.create(tenant, body.name)
+async def create_key(
+    tenant: str, body: KeyCreate, ctx: Ctx, principal: Annotated[Principal, Depends(authenticate)]
+) -> KeyCreated:
+    # Nobody hands out more than they hold: an admin key cannot mint an owner key.
+    if principal.kind != "admin" and not roles.may_grant(principal.role, body.role):
+        raise Forbidden(f"a {principal.role} may not create a key with role {body.role!r}")
+    servers = tuple(body.servers) if body.servers is not None else None
+    if principal.servers is not None and (servers is None or not set(servers) <= set(principal.servers)):
+        raise Forbidden("a server-limited key may only create keys limited to the same servers")
+    key, token = await ctx.store.api_keys.create(tenant, body.name, role=body.role, servers=servers)
     return KeyCreated(**KeyOut.of(key).model_dump(), token=token)
 
 

@@ -1,0 +1,1 @@
+"""Server-rendered pages: the OAuth login and consent pages (no JavaScript, no external assets)."""
