@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     replay_buffer_events: Annotated[int, Field(ge=1, le=100_000)] = 128
     replay_streams: Annotated[int, Field(ge=1, le=1000)] = 16
     sse_retry_ms: Annotated[int, Field(ge=0)] = 1000
+    # runtime = "http" upstreams must resolve to public addresses; these networks are
+    # exempt (tests only: loopback upstreams). Empty in production.
+    http_upstream_unsafe_allow: list[str] = Field(default_factory=list)
     # Key sealing session ids (base64, 32 bytes); every node serving the same sessions
     # needs the same one. Generated into data_dir/session-key when unset.
     session_key: str | None = None

@@ -31,7 +31,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.harness import EXAMPLES, NODE_BIN, ROOT, Node, free_port
+from tests.harness import EXAMPLES, NODE_BIN, ROOT, Node, free_port, start_node
 
 HERE = Path(__file__).resolve().parent
 EXPECTED_FAILURES = HERE / "expected-failures.yml"
@@ -288,21 +288,36 @@ def direct_url(suites_installed: None) -> Iterator[str]:
             _stop(proc)
 
 
-@pytest.fixture(scope="module", params=["shared", "per-session"])
+@pytest.fixture(scope="module", params=["shared", "per-session", "http"])
 def gateway_url(
     request: pytest.FixtureRequest, node: Node, suites_installed: None, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
-    """The fixture hosted in SMCP in one sharing mode, behind a proxy that adds the API key."""
+    """The fixture hosted in SMCP one way, behind a proxy that adds the API key.
+
+    shared / per-session: deployed as code, run sandboxed over stdio in that sharing
+    mode. http: the direct SDK server registered as a remote upstream (runtime "http"),
+    on a node of its own, since only that node may dial loopback upstreams.
+    """
     mode = request.param
-    node.create_tenant("conformance")
-    key = node.create_key("conformance")["token"]
+    host = node
+    own_node: Node | None = None
     source = tmp_path_factory.mktemp(f"conformance-{mode}") / "conformance"
-    shutil.copytree(EXAMPLES / "conformance", source)
-    spec = (source / "smcp.toml").read_text()
-    spec = spec.replace('name = "conformance"', f'name = "conformance-{mode}"\nsharing = "{mode}"', 1)
-    assert f'sharing = "{mode}"' in spec
-    (source / "smcp.toml").write_text(spec)
-    r = node.deploy("conformance", source)
+    if mode == "http":
+        base = Path(tempfile.mkdtemp(prefix="smcp-conf-http-"))
+        base.chmod(0o711)
+        own_node = host = start_node(base / "data", http_upstream_unsafe_allow='["127.0.0.0/8"]')
+        source.mkdir()
+        upstream = request.getfixturevalue("direct_url")
+        (source / "smcp.toml").write_text(f'name = "conformance-http"\nruntime = "http"\n[http]\nurl = "{upstream}"\n')
+    else:
+        shutil.copytree(EXAMPLES / "conformance", source)
+        spec = (source / "smcp.toml").read_text()
+        spec = spec.replace('name = "conformance"', f'name = "conformance-{mode}"\nsharing = "{mode}"', 1)
+        assert f'sharing = "{mode}"' in spec
+        (source / "smcp.toml").write_text(spec)
+    host.create_tenant("conformance")
+    key = host.create_key("conformance")["token"]
+    r = host.deploy("conformance", source)
     assert r.status_code == 201, r.text
     server = r.json()["server"]
     port = free_port()
@@ -311,13 +326,7 @@ def gateway_url(
         "SMCP_PROXY_HEADERS": json.dumps({"Authorization": f"Bearer {key}"}),
     }
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tests.conformance.auth_proxy",
-            str(port),
-            node.base_url,
-        ],
+        [sys.executable, "-m", "tests.conformance.auth_proxy", str(port), host.base_url],
         cwd=ROOT,
         env=env,
     )
@@ -326,6 +335,8 @@ def gateway_url(
         yield f"http://127.0.0.1:{port}/t/conformance/{server}/mcp"
     finally:
         _stop(proc)
+        if own_node is not None:
+            own_node.stop()
 
 
 _direct_results: dict[str, dict[str, Outcome]] = {}

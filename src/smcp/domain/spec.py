@@ -22,6 +22,7 @@ class RuntimeKind(str, enum.Enum):
     python = "python"
     node = "node"
     command = "command"
+    http = "http"
 
 
 class SharingMode(str, enum.Enum):
@@ -102,6 +103,52 @@ class Scaling(BaseModel):
         return self
 
 
+_SECRET_REF = re.compile(r"\{secret:([A-Za-z_][A-Za-z0-9_]{0,127})\}")
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}$")
+# The gateway sets these on every upstream request itself.
+_RESERVED_HEADERS = frozenset(
+    {"accept", "content-type", "content-length", "host", "mcp-session-id", "mcp-protocol-version", "mcp-method", "mcp-name", "connection", "transfer-encoding"}
+)
+
+
+class HttpUpstream(BaseModel):
+    """runtime = "http": a remote Streamable HTTP MCP server, called with the tenant's
+    own credentials. `{secret:NAME}` in a header value is filled from the tenant's
+    secrets (NAME must also be listed in `secrets`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: str
+    headers: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http(s) URL with a host")
+        if parts.username or parts.password:
+            raise ValueError("must not carry credentials; put them in headers with {secret:NAME}")
+        if parts.fragment:
+            raise ValueError("must not have a fragment")
+        return v
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, v: dict[str, str]) -> dict[str, str]:
+        for name, value in v.items():
+            if not _HEADER_NAME.match(name) or name.lower() in _RESERVED_HEADERS:
+                raise ValueError(f"header {name!r} cannot be configured")
+            if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+                raise ValueError(f"header {name!r} has a control character")
+        return v
+
+    def secret_names(self) -> set[str]:
+        return {m.group(1) for value in self.headers.values() for m in _SECRET_REF.finditer(value)}
+
+
 class ServerSpec(BaseModel):
     """Validated `smcp.toml`. Paths are relative to the bundle root."""
 
@@ -126,6 +173,8 @@ class ServerSpec(BaseModel):
     scaling: Scaling = Scaling()
     # Egress allowlist (see domain/network.py); empty means no network at all.
     network: Network = Network()
+    # runtime = "http": the remote upstream.
+    http: HttpUpstream | None = None
     # shared: one instance serves every session (ids rewritten by the gateway);
     # per-principal: one per caller identity; per-session: one per client session.
     sharing: SharingMode = SharingMode.shared
@@ -204,6 +253,8 @@ class ServerSpec(BaseModel):
 
     @model_validator(mode="after")
     def _shape(self) -> ServerSpec:
+        if self.http is not None and self.runtime is not RuntimeKind.http:
+            raise ValueError("[http] belongs to runtime 'http'")
         if self.npm and self.runtime is not RuntimeKind.node:
             raise ValueError("npm packages run on runtime 'node'")
         if self.pypi and self.runtime is not RuntimeKind.python:
@@ -238,6 +289,15 @@ class ServerSpec(BaseModel):
                 if self.entrypoint.startswith("-"):
                     raise ValueError("runtime 'node' entrypoint must be a file in the bundle, not an option")
                 _check_relative(self.entrypoint, "entrypoint")
+        elif self.runtime is RuntimeKind.http:
+            if self.http is None:
+                raise ValueError('runtime \'http\' needs [http] url = "https://…/mcp"')
+            if self.command or self.entrypoint or self.npm or self.pypi:
+                raise ValueError("runtime 'http' takes [http] url, not command, entrypoint or packages")
+            listed = {ref.name for ref in self.secrets}
+            missing = sorted(self.http.secret_names() - listed)
+            if missing:
+                raise ValueError(f"[http] headers use secrets not listed in secrets: {', '.join(missing)}")
         else:
             if not self.command:
                 raise ValueError("runtime 'command' needs command (an argv list, e.g. [\"node\", \"index.js\"])")

@@ -20,6 +20,8 @@ from smcp.runtime import bundles, seccomp
 from smcp.runtime.builds import Builder
 from smcp.runtime.cgroups import Cgroups, InstanceLimits, Limits
 from smcp.runtime.instance import SupervisedInstance, new_instance_record
+from smcp.runtime.http_upstream import HttpUpstreams, upstream_headers
+from smcp.runtime.interface import Channel
 from smcp.runtime.logs import LogRing
 from smcp.runtime.process import StdioProcess
 from smcp.runtime.sandbox import APP_DIR, DATA_DIR, NODE_MODULES_DIR, VENV_DIR, SandboxPlan, build_launch
@@ -72,6 +74,10 @@ class LocalRuntime:
         self._unpack_locks: dict[str, asyncio.Lock] = {}
         # One egress proxy socket per instance whose spec has [network] allow (smcp.egress).
         self._egress = EgressManager.from_settings(settings, root / "egress")
+        # runtime = "http": remote upstreams, dialled by this node under the same address rules.
+        self._http = HttpUpstreams(
+            unsafe_allow=settings.http_upstream_unsafe_allow, timeout_s=settings.request_timeout_s
+        )
 
     # -- builds ---------------------------------------------------------------------
     def app_dir(self, digest: str) -> Path:
@@ -104,8 +110,13 @@ class LocalRuntime:
         return dest
 
     # -- instances ------------------------------------------------------------------
-    async def connect(self, revision: Revision, *, session: str) -> SupervisedInstance:
+    async def connect(self, revision: Revision, *, session: str) -> Channel:
         spec = revision.spec
+        if spec.runtime is RuntimeKind.http:
+            # No process: the channel is a conversation with the remote server, carrying
+            # the tenant's configured credentials (never the client's).
+            assert spec.http is not None
+            return self._http.connect(revision, upstream_headers(spec.http.headers, await self._secrets(revision)))
         uid = await self._uid_of(revision.tenant)
         app_dir = self.app_dir(revision.bundle_digest)
         if not app_dir.exists():
@@ -282,3 +293,4 @@ class LocalRuntime:
         if self._cgroups is not None:
             await self._cgroups.aclose()
         await self._egress.aclose()
+        await self._http.aclose()

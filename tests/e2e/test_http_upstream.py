@@ -1,0 +1,130 @@
+"""runtime = "http": a remote MCP server behind the gateway, with the tenant's credentials."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx2
+import pytest
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+
+from tests.harness import ROOT, Node, free_port, start_node
+
+UPSTREAM_TOKEN = "upstream-secret-4f1c"
+
+
+class Upstream:
+    def __init__(self, port: int, seen: Path) -> None:
+        self.port, self.seen = port, seen
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.e2e.upstream_server", str(self.port), UPSTREAM_TOKEN, str(self.seen)],
+            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError("upstream did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def remote() -> Iterator[tuple[Node, Upstream, str, str]]:
+    base = Path(tempfile.mkdtemp(prefix="smcp-http-"))
+    base.chmod(0o711)
+    upstream = Upstream(free_port(), base / "seen.txt")
+    upstream.start()
+    # Loopback is refused for http upstreams in production; this node allows it.
+    node = start_node(base / "data", http_upstream_unsafe_allow='["127.0.0.0/8"]')
+    try:
+        node.create_tenant("remote")
+        key = node.create_key("remote")["token"]
+        with node.api() as api:
+            r = api.put("/tenants/remote/secrets/UPSTREAM_TOKEN", json={"value": UPSTREAM_TOKEN})
+            assert r.status_code in (200, 201, 204), r.text
+        src = base / "remote"
+        src.mkdir()
+        (src / "smcp.toml").write_text(
+            'name = "remote"\nruntime = "http"\nsecrets = ["UPSTREAM_TOKEN"]\n'
+            f'[http]\nurl = "http://127.0.0.1:{upstream.port}/mcp"\n'
+            'headers = { Authorization = "Bearer {secret:UPSTREAM_TOKEN}" }\n'
+        )
+        r = node.deploy("remote", src)
+        assert r.status_code == 201, r.text
+        yield node, upstream, key, r.json()["url"]
+    finally:
+        node.stop()
+        upstream.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _client(url: str, key: str, mode: str = "legacy") -> Client:
+    http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {key}"}, timeout=30)
+    return Client(streamable_http_client(url, http_client=http), mode=mode)  # type: ignore[arg-type]
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("mode", ["legacy", "2026-07-28"])
+async def test_remote_server_through_the_gateway(remote: tuple[Node, Upstream, str, str], mode: str) -> None:
+    node, upstream, key, url = remote
+    async with _client(url, key, mode) as client:
+        assert "echo" in {t.name for t in (await client.list_tools()).tools}
+        assert (await client.call_tool("echo", {"text": f"via {mode}"})).content[0].text == f"via {mode}"
+    seen = upstream.seen.read_text().splitlines()
+    # The upstream saw the tenant's configured credential, never the client's API key.
+    assert seen and all(line == f"Bearer {UPSTREAM_TOKEN}" for line in seen), set(seen)
+    assert not any(key in line for line in seen)
+
+
+@pytest.mark.asyncio
+async def test_expired_upstream_session_is_reinitialized(remote: tuple[Node, Upstream, str, str]) -> None:
+    node, upstream, key, url = remote
+    async with _client(url, key) as client:
+        assert (await client.call_tool("echo", {"text": "one"})).content[0].text == "one"
+        upstream.stop()  # the upstream forgets every session
+        upstream.start()
+        assert (await client.call_tool("echo", {"text": "two"})).content[0].text == "two"
+
+
+@pytest.mark.parametrize(
+    "host",
+    # Loopback in several spellings: refused by the default policy, and harmless to this
+    # machine even if a check were missing (tests never aim at anything off loopback).
+    ["127.0.0.1", "[::ffff:127.0.0.1]", "0x7f.1", "2130706433", "localhost"],
+)
+def test_private_upstreams_are_refused_by_default(node: Node, tmp_path: Path, host: str) -> None:
+    node.create_tenant("ssrf")
+    src = tmp_path / "ssrf"
+    src.mkdir()
+    name = "u" + str(abs(hash(host)) % 10**8)
+    (src / "smcp.toml").write_text(f'name = "{name}"\nruntime = "http"\n[http]\nurl = "http://{host}:{node.port}/mcp"\n')
+    assert node.deploy("ssrf", src).status_code == 201
+    key = node.create_key("ssrf")["token"]
+    import httpx
+
+    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}}
+    r = httpx.post(node.mcp_url("ssrf", name), json=init, timeout=30, headers={
+        "authorization": f"Bearer {key}", "accept": "application/json, text/event-stream", "content-type": "application/json"})
+    body = json.dumps(r.json())
+    assert "error" in r.json() and "public address" in body, body
+    assert r.status_code == 503
