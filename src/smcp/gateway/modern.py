@@ -16,7 +16,7 @@ import orjson
 from smcp.config import Settings
 from smcp.domain import Principal, Revision
 from smcp.gateway.asgi import Receive, Send, respond, start_stream, stream_chunk
-from smcp.gateway.relay import Item, relay, watch_disconnect
+from smcp.gateway.relay import Item, Mailbox, relay, watch_disconnect
 from smcp.gateway.upstream import SharedUpstream, UpstreamPool, to_modern_result
 from smcp.protocol import jsonrpc, modern, sse
 from smcp.runtime.interface import ChannelClosed
@@ -121,7 +121,7 @@ class ModernEndpoint:
     async def _forward(
         self, receive: Receive, send: Send, message: jsonrpc.Message, upstream: SharedUpstream, *, keep_open: bool = False
     ) -> None:
-        queue: asyncio.Queue[Item] = asyncio.Queue()
+        queue = Mailbox()
         try:
             gid = await upstream.send(message.body, lambda raw, final: queue.put_nowait((raw, final)), modern=True)
         except ChannelClosed as exc:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 
 from smcp.gateway.asgi import Receive, Send, respond, start_stream, stream_chunk
@@ -16,8 +17,55 @@ from smcp.protocol import sse
 Item = tuple[bytes | None, bool]
 
 
+class Mailbox:
+    """What the instance sends for one request, waiting for the relay.
+
+    A queue with one waiter and no tasks: the hot path makes one future and one timer
+    per wait, where asyncio.Queue + asyncio.wait made several tasks and futures.
+    """
+
+    __slots__ = ("_items", "_waiter")
+
+    def __init__(self) -> None:
+        self._items: deque[Item] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put_nowait(self, item: Item) -> None:
+        self._items.append(item)
+        self.wake()
+
+    def wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def get_nowait(self) -> Item:
+        return self._items.popleft()
+
+    async def wait(self, timeout: float) -> None:
+        """Until an item arrives, wake() is called, or the timeout passes."""
+        if self._items:
+            return
+        loop = asyncio.get_running_loop()
+        waiter = self._waiter = loop.create_future()
+        timer = loop.call_later(timeout, _settle, waiter)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            self._waiter = None
+
+
+def _settle(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
 async def next_item(
-    queue: asyncio.Queue[Item],
+    box: Mailbox,
     deadline: float,
     on_timeout: Callable[[], Awaitable[Item]],
     *,
@@ -26,31 +74,24 @@ async def next_item(
 ) -> Item:
     """The next message for the client; (None, False) if the client went away."""
     while True:
+        if not box.empty():
+            return box.get_nowait()
+        if disconnected is not None and disconnected.is_set():
+            return (None, False)
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return await on_timeout()
         wait = min(remaining, keepalive[1]) if keepalive else remaining
-        getter = asyncio.ensure_future(queue.get())
-        waiters: set[asyncio.Future[object]] = {getter}  # type: ignore[arg-type]
-        stop = asyncio.ensure_future(disconnected.wait()) if disconnected is not None else None
-        if stop is not None:
-            waiters.add(stop)  # type: ignore[arg-type]
-        done, _ = await asyncio.wait(waiters, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
-        if stop is not None and not stop.done():
-            stop.cancel()
-        if getter in done:
-            return getter.result()
-        getter.cancel()
-        if stop is not None and stop in done:
-            return (None, False)
-        if keepalive is not None and time.monotonic() < deadline:
-            await stream_chunk(keepalive[0], sse.comment("keepalive"))
+        await box.wait(wait)
+        if box.empty() and keepalive is not None and time.monotonic() < deadline:
+            if disconnected is None or not disconnected.is_set():
+                await stream_chunk(keepalive[0], sse.comment("keepalive"))
 
 
 async def relay(
     receive: Receive,
     send: Send,
-    queue: asyncio.Queue[Item],
+    queue: Mailbox,
     *,
     timeout_s: float,
     keepalive_s: float,
@@ -72,7 +113,7 @@ async def relay(
         return
     await start_stream(send, hdrs)
     disconnected = asyncio.Event()
-    watcher = asyncio.create_task(watch_disconnect(receive, disconnected))
+    watcher = asyncio.create_task(watch_disconnect(receive, disconnected, queue))
     try:
         while True:
             if raw is not None:
@@ -90,9 +131,11 @@ async def relay(
         watcher.cancel()
 
 
-async def watch_disconnect(receive: Receive, flag: asyncio.Event) -> None:
+async def watch_disconnect(receive: Receive, flag: asyncio.Event, box: Mailbox | None = None) -> None:
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
             flag.set()
+            if box is not None:
+                box.wake()
             return

@@ -7,7 +7,6 @@ stream (or, with none open, to the newest open request stream, or a small backlo
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 import time
 from collections import deque
@@ -16,6 +15,7 @@ from typing import Any
 import orjson
 
 from smcp.domain import Principal, Revision
+from smcp.gateway.relay import Mailbox
 from smcp.gateway.replay import StreamLog, StreamLogs
 from smcp.protocol import jsonrpc
 from smcp.runtime.interface import Channel
@@ -31,7 +31,7 @@ class PendingRequest:
 
     def __init__(self, id: Any, token_key: bytes | None) -> None:
         self.id = id
-        self.queue: asyncio.Queue[Item] = asyncio.Queue()
+        self.queue = Mailbox()
         self.token_key = token_key
         self.streaming = True
 
