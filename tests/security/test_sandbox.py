@@ -91,3 +91,25 @@ def test_launcher_environment_does_not_leak(probe_session: ProbeSession) -> None
     assert not any(k.startswith("SMCP_") for k in env)
     proc1 = probe_session.ok("proc1_environ")
     assert not any("SMCP_" in e for e in proc1["environ"])
+
+
+def test_cannot_reach_host_unix_sockets(node: Node, probe_session: ProbeSession, tmp_path_factory) -> None:  # type: ignore[no-untyped-def]
+    import socket as pysocket
+    import tempfile
+    from pathlib import Path
+
+    # A host service listening on a unix socket, in a directory anyone could traverse.
+    base = Path(tempfile.mkdtemp(prefix="smcp-host-sock-"))
+    base.chmod(0o755)
+    path = base / "host.sock"
+    server = pysocket.socket(pysocket.AF_UNIX, pysocket.SOCK_STREAM)
+    server.bind(str(path))
+    path.chmod(0o777)
+    server.listen(1)
+    try:
+        err = probe_session.fails("unix_connect", path=str(path))
+        assert "No such file" in err["error"]
+        # Nor the platform's own sockets (egress proxies live under data_dir).
+        probe_session.fails("list_dir", path=str(node.data_dir / "egress"))
+    finally:
+        server.close()
