@@ -8,6 +8,7 @@ client capabilities) is kept here instead.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 from typing import Any
@@ -19,7 +20,13 @@ from smcp.protocol import jsonrpc
 from smcp.protocol.headers import LEGACY_VERSIONS
 from smcp.runtime.interface import ChannelClosed, ClosedHandler, LostHandler, MessageHandler
 
-_EMPTY_RESULT = {}
+_EMPTY_RESULT: dict[str, Any] = {}
+MODERN_VERSION = "2026-07-28"
+MODERN_META_VERSION = "io.modelcontextprotocol/protocolVersion"
+MODERN_META_CAPABILITIES = "io.modelcontextprotocol/clientCapabilities"
+MODERN_META_CLIENT_INFO = "io.modelcontextprotocol/clientInfo"
+_MAX_ROUNDS = 8
+_ASK_TIMEOUT_S = 300.0
 
 
 class SharedChannel:
@@ -32,6 +39,10 @@ class SharedChannel:
         self._server_ids: dict[str, Any] = {}  # id shown to the client → the server's id
         self._local_ids = itertools.count(1)
         self.client_capabilities: dict[str, Any] = {}
+        self.client_info: dict[str, Any] = {"name": "unknown", "version": "0"}
+        # Questions the gateway put to the client on a modern instance's behalf.
+        self._asked: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
         self.subscriptions: set[str] = set()
         self._closed = False
 
@@ -59,8 +70,12 @@ class SharedChannel:
         elif method == "logging/setLevel":
             # The instance's level is shared; each session's choice is kept here.
             self._reply(message["id"], _EMPTY_RESULT)
+        elif method == "ping" and self._upstream.era == "modern":
+            self._reply(message["id"], _EMPTY_RESULT)  # the modern era has no ping
         elif method in ("resources/subscribe", "resources/unsubscribe"):
             await self._subscription(method, message)
+        elif self._upstream.era == "modern":
+            await self._bridged(message)
         else:
             key = orjson.dumps(message["id"])
             gid = await self._upstream.send(message, self._from_upstream(key), modern=False, owner=self)
@@ -71,12 +86,83 @@ class SharedChannel:
         params = message.get("params") if isinstance(message.get("params"), dict) else {}
         caps = params.get("capabilities")
         self.client_capabilities = caps if isinstance(caps, dict) else {}
+        if isinstance(params.get("clientInfo"), dict):
+            self.client_info = params["clientInfo"]
         result = dict(self._upstream.init_result or {})
         asked = params.get("protocolVersion")
         # The instance speaks BACKEND_VERSION; older legacy versions are close enough
         # for the gateway to present them, newer ones are answered with ours.
         result["protocolVersion"] = asked if asked in LEGACY_VERSIONS else BACKEND_VERSION
         self._reply(message["id"], result)
+
+    # -- a legacy session on a modern-only instance ----------------------------------
+    async def _bridged(self, message: dict[str, Any]) -> None:
+        """Send a legacy request the modern way: the per-request envelope the session
+        negotiated once, and multi-round-trip results answered by asking the client."""
+        key = orjson.dumps(message["id"])
+        params = dict(message.get("params") or {}) if isinstance(message.get("params"), dict) else {}
+        meta = dict(params.get("_meta") or {}) if isinstance(params.get("_meta"), dict) else {}
+        meta.update(
+            {
+                MODERN_META_VERSION: MODERN_VERSION,
+                MODERN_META_CAPABILITIES: self.client_capabilities,
+                MODERN_META_CLIENT_INFO: self.client_info,
+            }
+        )
+        params["_meta"] = meta
+        request = {**message, "params": params}
+        task = asyncio.create_task(self._round_trips(key, request))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _round_trips(self, key: bytes, request: dict[str, Any]) -> None:
+        for _ in range(_MAX_ROUNDS):
+            answers: asyncio.Queue[bytes] = asyncio.Queue()
+            try:
+                gid = await self._upstream.send(
+                    request,
+                    # Progress goes straight to the session; the answer comes back here.
+                    lambda raw, final: answers.put_nowait(raw) if final else self._deliver(raw),
+                    modern=True,
+                    owner=self,
+                )
+            except ChannelClosed as exc:
+                self._error(request["id"], jsonrpc.INTERNAL_ERROR, f"MCP server unavailable: {exc}")
+                return
+            self._inflight[key] = gid
+            raw = await answers.get()
+            self._inflight.pop(key, None)
+            answer = orjson.loads(raw)
+            result = answer.get("result")
+            if not (isinstance(result, dict) and result.get("resultType") == "input_required"):
+                self._deliver(raw)
+                return
+            responses = {}
+            for name, asked in (result.get("inputRequests") or {}).items():
+                if not isinstance(asked, dict) or not isinstance(asked.get("method"), str):
+                    continue
+                reply = await self._ask_client(asked["method"], asked.get("params") or {})
+                if "error" in reply:
+                    self._deliver(orjson.dumps({"jsonrpc": "2.0", "id": request["id"], "error": reply["error"]}))
+                    return
+                responses[name] = reply.get("result", {})
+            params = {**request["params"], "inputResponses": responses}
+            if "requestState" in result:
+                params["requestState"] = result["requestState"]
+            request = {**request, "params": params}
+        self._error(request["id"], jsonrpc.INTERNAL_ERROR, f"the server asked for input more than {_MAX_ROUNDS} times")
+
+    async def _ask_client(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        local = f"s{next(self._local_ids)}"
+        waiter: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._asked[local] = waiter
+        self._deliver(orjson.dumps({"jsonrpc": "2.0", "id": local, "method": method, "params": params}))
+        try:
+            return await asyncio.wait_for(waiter, timeout=_ASK_TIMEOUT_S)
+        except TimeoutError:
+            return {"error": {"code": jsonrpc.INTERNAL_ERROR, "message": f"the client did not answer {method}"}}
+        finally:
+            self._asked.pop(local, None)
 
     async def _subscription(self, method: str, message: dict[str, Any]) -> None:
         params = message.get("params") if isinstance(message.get("params"), dict) else {}
@@ -100,6 +186,8 @@ class SharedChannel:
     async def _client_notification(self, method: str, message: dict[str, Any]) -> None:
         if method == "notifications/initialized":
             return  # the instance was initialized once, by the gateway
+        if self._upstream.era == "modern" and method != "notifications/cancelled":
+            return  # the modern era takes no other client notifications
         if method == "notifications/cancelled":
             params = message.get("params") if isinstance(message.get("params"), dict) else {}
             gid = self._inflight.pop(orjson.dumps(params.get("requestId")), None)
@@ -109,6 +197,10 @@ class SharedChannel:
         await self._upstream.write(message)
 
     async def _client_answer(self, message: dict[str, Any]) -> None:
+        waiter = self._asked.get(str(message.get("id")))
+        if waiter is not None and not waiter.done():
+            waiter.set_result(message)
+            return
         server_id = self._server_ids.pop(str(message.get("id")), None)
         if server_id is None:
             return  # an answer to nothing we asked: drop it rather than confuse the server
@@ -146,6 +238,8 @@ class SharedChannel:
             return
         self._closed = True
         self._upstream.channels.discard(self)
+        for task in list(self._tasks):
+            task.cancel()
         for gid in list(self._inflight.values()):
             await self._upstream.cancel(gid, "session closed")
         for uri in list(self.subscriptions):

@@ -130,8 +130,16 @@ class SharedUpstream:
                 if self._prefer_modern and await self._probe_modern(channel):
                     self.era = "modern"
                 else:
-                    await self._initialize(channel)
-                    self.era = "legacy"
+                    try:
+                        await self._initialize(channel)
+                        self.era = "legacy"
+                    except ChannelClosed:
+                        # A modern-only server refuses initialize; legacy sessions are
+                        # then bridged onto it (SharedChannel adds the per-request _meta
+                        # and turns multi-round-trip results into server requests).
+                        if self._prefer_modern or not await self._probe_modern(channel):
+                            raise
+                        self.era = "modern"
             except BaseException:
                 await channel.close()
                 raise
