@@ -6,18 +6,14 @@ scripted. Exit codes: 0 success, 1 the API or the network said no, 2 bad usage.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from smcp.cli import output as out
-from smcp.cli.client import ApiError, Client, Unreachable
+from smcp.cli.common import DEFAULT_URL, JsonOpt, TenantOpt, TokenOpt, UrlOpt, api
 
-DEFAULT_URL = "http://127.0.0.1:8787"
 # Builds can take minutes; the server enforces its own build timeout.
 DEPLOY_TIMEOUT_S = 900.0
 
@@ -34,53 +30,6 @@ server_app = typer.Typer(help="Inspect and delete a tenant's servers.", no_args_
 app.add_typer(tenant_app, name="tenant")
 app.add_typer(key_app, name="key")
 app.add_typer(server_app, name="server")
-
-UrlOpt = Annotated[str, typer.Option("--url", envvar="SMCP_URL", help="Base URL of the SMCP node.")]
-TokenOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--token",
-        envvar="SMCP_ADMIN_TOKEN",
-        show_default=False,
-        help="Admin token [default: contents of $SMCP_DATA_DIR/admin-token, or .smcp/admin-token].",
-    ),
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the API's JSON instead of tables.")]
-TenantOpt = Annotated[str, typer.Option("--tenant", "-t", envvar="SMCP_TENANT", help="Tenant name.")]
-
-
-def resolve_token(explicit: str | None) -> str | None:
-    """--token / SMCP_ADMIN_TOKEN, else the token file `smcp up` writes into its data dir."""
-    if explicit:
-        return explicit
-    path = Path(os.environ.get("SMCP_DATA_DIR") or ".smcp") / "admin-token"
-    try:
-        return path.read_text().strip() or None
-    except OSError:
-        return None
-
-
-@contextmanager
-def api(url: str, token: str | None) -> Iterator[Client]:
-    """A client whose failures become a message on stderr and exit code 1."""
-    client = Client(url, resolve_token(token))
-    try:
-        yield client
-    except ApiError as exc:
-        message = exc.message
-        if exc.status == 401:
-            message += " (pass --token, set SMCP_ADMIN_TOKEN, or run where .smcp/admin-token is)"
-        out.error(message, exc.detail)
-        raise typer.Exit(1) from None
-    except Unreachable as exc:
-        if exc.refused:
-            out.error(f"cannot reach SMCP at {exc.url} (is `smcp up` running?)")
-        else:
-            out.error(f"lost connection to SMCP at {exc.url}: {exc.reason}")
-        raise typer.Exit(1) from None
-    finally:
-        client.close()
-
 
 # ----------------------------------------------------------------------------- status
 
@@ -336,7 +285,7 @@ _serve.register(app)
 
 from smcp.cli import identity as _identity  # noqa: E402  (registers `smcp user …` and `smcp member …`)
 
-_identity.register(app, globals())
+_identity.register(app)
 
 from smcp.cli import secrets as _secrets  # noqa: E402  (registers `smcp secret` and `smcp keys`)
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 import base64
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from smcp.cli import output as out
+from smcp.cli.common import api
 
 secret_app = typer.Typer(help="Set, list and delete a tenant's secrets (values are write-only).", no_args_is_help=True)
 keys_app = typer.Typer(help="The secret key ring: key-encryption keys and their rotation.", no_args_is_help=True)
@@ -23,12 +24,6 @@ keys_app = typer.Typer(help="The secret key ring: key-encryption keys and their 
 def register(app: typer.Typer) -> None:
     app.add_typer(secret_app, name="secret")
     app.add_typer(keys_app, name="keys")
-
-
-def _main() -> Any:
-    from smcp.cli import main  # late: main imports this module at its end
-
-    return main
 
 
 def _read_value(value: str | None, value_file: Path | None) -> bytes:
@@ -84,7 +79,7 @@ def secret_set(
         body: dict[str, str] = {"value": data.decode("utf-8")}
     except UnicodeDecodeError:
         body = {"value_base64": base64.b64encode(data).decode()}
-    with _main().api(url, token) as client:
+    with api(url, token) as client:
         result = client.request("PUT", f"/tenants/{tenant}/secrets/{name}", json=body)
     if as_json:
         return out.emit_json(result)
@@ -99,7 +94,7 @@ def secret_list(
     as_json: Annotated[bool, typer.Option("--json", help="Print the API's JSON.")] = False,
 ) -> None:
     """List a tenant's secrets: names, versions and when they were set (never values)."""
-    with _main().api(url, token) as client:
+    with api(url, token) as client:
         data = client.request("GET", f"/tenants/{tenant}/secrets")
     if as_json:
         return out.emit_json(data)
@@ -115,7 +110,7 @@ def secret_delete(
     as_json: Annotated[bool, typer.Option("--json", help="Print the API's JSON.")] = False,
 ) -> None:
     """Delete a secret. Running instances keep their copy; new ones fail to start until it is set again."""
-    with _main().api(url, token) as client:
+    with api(url, token) as client:
         client.request("DELETE", f"/tenants/{tenant}/secrets/{name}")
     if as_json:
         return out.emit_json({"deleted": name, "tenant": tenant})
@@ -129,7 +124,7 @@ def keys_status(
     as_json: Annotated[bool, typer.Option("--json", help="Print the API's JSON.")] = False,
 ) -> None:
     """Show the key ring: where it lives, the active KEK and how many data keys each wraps."""
-    with _main().api(url, token) as client:
+    with api(url, token) as client:
         data = client.request("GET", "/keyring")
     if as_json:
         return out.emit_json(data)
@@ -151,7 +146,7 @@ def keys_rotate(
     as_json: Annotated[bool, typer.Option("--json", help="Print the API's JSON.")] = False,
 ) -> None:
     """Add a new key-encryption key and re-wrap every secret's data key under it (no downtime)."""
-    with _main().api(url, token) as client:
+    with api(url, token) as client:
         data = client.request("POST", "/keyring/rotate", timeout=600)
     if as_json:
         return out.emit_json(data)

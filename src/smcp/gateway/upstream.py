@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import itertools
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -23,8 +23,16 @@ from smcp.protocol import jsonrpc
 from smcp.protocol.modern import mirrored_params
 from smcp.runtime.interface import Channel, ChannelClosed, Runtime
 
-if TYPE_CHECKING:
-    from smcp.gateway.shared import SharedChannel
+
+class SessionPeer(Protocol):
+    """What an upstream needs of a session sharing it (gateway/shared.py implements it)."""
+
+    client_capabilities: dict[str, Any]
+    subscriptions: set[str]
+
+    def server_request(self, message: dict[str, Any]) -> None: ...
+
+    def notify(self, raw: bytes) -> None: ...
 
 # Receives (raw message for the caller, final?).
 Sink = Callable[[bytes, bool], None]
@@ -70,7 +78,7 @@ class UpstreamRequest:
     __slots__ = ("client_id", "method", "modern", "owner", "sink", "token")
 
     def __init__(
-        self, client_id: Any, token: Any, method: str | None, sink: Sink, *, modern: bool, owner: SharedChannel | None
+        self, client_id: Any, token: Any, method: str | None, sink: Sink, *, modern: bool, owner: SessionPeer | None
     ) -> None:
         self.client_id = client_id
         self.token = token
@@ -106,7 +114,7 @@ class SharedUpstream:
         self._tokens: dict[str, UpstreamRequest] = {}
         self.init_result: dict[str, Any] | None = None
         self.listeners: set[asyncio.Queue[dict[str, Any]]] = set()
-        self.channels: set[SharedChannel] = set()
+        self.channels: set[SessionPeer] = set()
         # tool name → {header: property path}, learnt from tools/list results.
         self.mirrored: dict[str, dict[str, tuple[str, ...]]] = {}
         self._subscriptions: dict[str, int] = {}
@@ -192,7 +200,7 @@ class SharedUpstream:
         await channel.send(b'{"jsonrpc":"2.0","method":"notifications/initialized"}')
 
     async def send(
-        self, body: dict[str, Any], sink: Sink, *, modern: bool, owner: SharedChannel | None = None
+        self, body: dict[str, Any], sink: Sink, *, modern: bool, owner: SessionPeer | None = None
     ) -> str:
         """Forward one caller request under a gateway id; answers go to `sink`."""
         await self.ensure()
@@ -338,7 +346,7 @@ class SharedUpstream:
                 return pending
         return None
 
-    def _broadcast(self, message: dict[str, Any], want: Callable[[SharedChannel], bool]) -> None:
+    def _broadcast(self, message: dict[str, Any], want: Callable[[SessionPeer], bool]) -> None:
         raw = orjson.dumps(message)
         for channel in list(self.channels):
             if want(channel):
