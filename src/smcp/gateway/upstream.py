@@ -24,6 +24,14 @@ from smcp.protocol.modern import mirrored_params
 from smcp.runtime.interface import Channel, ChannelClosed, Runtime
 
 
+class InitializeRefused(ChannelClosed):
+    """The server answered initialize with an error (it may speak only the modern era)."""
+
+
+# Marks errors the gateway made up because the instance died, not ones the server sent.
+_LOST = {"smcp": "instance-lost"}
+
+
 class SessionPeer(Protocol):
     """What an upstream needs of a session sharing it (gateway/shared.py implements it)."""
 
@@ -141,7 +149,7 @@ class SharedUpstream:
                     try:
                         await self._initialize(channel)
                         self.era = "legacy"
-                    except ChannelClosed:
+                    except InitializeRefused:
                         # A modern-only server refuses initialize; legacy sessions are
                         # then bridged onto it (SharedChannel adds the per-request _meta
                         # and turns multi-round-trip results into server requests).
@@ -195,7 +203,10 @@ class SharedUpstream:
         if answer is None:
             raise ChannelClosed("the MCP server did not answer initialize")
         if "result" not in answer:
-            raise ChannelClosed(f"the MCP server refused initialize: {answer.get('error')}")
+            error = answer.get("error") if isinstance(answer.get("error"), dict) else {}
+            if error.get("data") == _LOST:
+                raise ChannelClosed(f"the MCP server exited during initialize: {error.get('message')}")
+            raise InitializeRefused(f"the MCP server refused initialize: {error}")
         self.init_result = answer["result"]
         await channel.send(b'{"jsonrpc":"2.0","method":"notifications/initialized"}')
 
@@ -371,7 +382,7 @@ class SharedUpstream:
         pending, self._pending = self._pending, {}
         self._tokens.clear()
         for request in pending.values():
-            request.sink(jsonrpc.error(request.client_id, jsonrpc.INTERNAL_ERROR, why), True)
+            request.sink(jsonrpc.error(request.client_id, jsonrpc.INTERNAL_ERROR, why, _LOST), True)
 
     def _on_lost(self, why: str) -> None:
         self._fail_all(f"{why}; the request was not completed")
