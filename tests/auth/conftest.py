@@ -19,6 +19,7 @@ from smcp.auth import passwords
 from smcp.auth.cache import CachedAuthenticator
 from smcp.auth.server import AuthorizationServer, client_from_metadata
 from smcp.config import Settings
+from smcp.domain import Principal
 from smcp.control import create_control_app
 from smcp.gateway.asgi import header_map, respond_json
 from smcp.gateway.authn import Authenticator
@@ -61,10 +62,9 @@ class AuthnOnlyGateway:
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         _, _, tenant, server, _ = scope["path"].split("/")
         resource_url = self._s.server_url(tenant, server)
-        principal = await self._authn.principal(header_map(scope), resource_url=resource_url)
-        if principal is None:
-            refusal = self._authn.challenge(resource_url=resource_url)
-            await respond_json(send, refusal.status, refusal.body, headers=refusal.headers)
+        principal = await self._authn.authenticate(header_map(scope), resource_url=resource_url)
+        if not isinstance(principal, Principal):
+            await respond_json(send, principal.status, principal.body, headers=principal.headers)
             return
         await respond_json(
             send,

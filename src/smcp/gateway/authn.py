@@ -10,8 +10,7 @@ The one place where the data plane turns credentials into a Principal:
 Refusals follow RFC 6750 and RFC 9728: 401 with `WWW-Authenticate: Bearer
 resource_metadata="…", scope="…"` (plus `error="invalid_token"` when a credential was
 presented), and 403 `insufficient_scope` when a valid credential lacks what this
-server needs (step-up). The gateway asks `principal()` then, on None, `challenge()`
-within the same request task; the reason travels between the two in a context var.
+server needs (step-up). `authenticate()` returns either the caller or the refusal.
 
 The client's credential is never passed on: the gateway forwards only JSON-RPC bodies
 to hosted servers.
@@ -20,7 +19,6 @@ to hosted servers.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from contextvars import ContextVar
 from dataclasses import dataclass
 
 from smcp.auth import roles
@@ -46,7 +44,7 @@ class _Refusal:
     description: str
 
 
-_refusal: ContextVar[_Refusal | None] = ContextVar("smcp_authn_refusal", default=None)
+_NO_CREDENTIAL = _Refusal(401, None, "authentication required")
 
 
 def tenant_and_server(resource_url: str) -> tuple[str, str]:
@@ -60,13 +58,16 @@ class Authenticator:
         self._api_keys = api_keys
         self._tokens = tokens
 
-    async def principal(self, headers: dict[str, str], *, resource_url: str) -> Principal | None:
-        """The caller, or None. `resource_url` is the exact MCP URL the request targets."""
-        _refusal.set(None)
+    async def authenticate(self, headers: dict[str, str], *, resource_url: str) -> Principal | Challenge:
+        """The caller, or the answer that refuses it. `resource_url` is the exact MCP URL."""
+        found = await self._principal(headers, resource_url)
+        return found if isinstance(found, Principal) else self._challenge(found, resource_url)
+
+    async def _principal(self, headers: dict[str, str], resource_url: str) -> Principal | _Refusal:
         scheme, _, token = headers.get("authorization", "").partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
-            return None
+            return _NO_CREDENTIAL
         tenant, server = tenant_and_server(resource_url)
         if self._tokens is not None and looks_like_jwt(token):
             return await self._access_token(token, resource_url, tenant)
@@ -80,7 +81,7 @@ class Authenticator:
                 return self._refuse(403, "insufficient_scope", "this API key is not allowed on this server")
         return principal
 
-    async def _access_token(self, token: str, resource_url: str, tenant: str) -> Principal | None:
+    async def _access_token(self, token: str, resource_url: str, tenant: str) -> Principal | _Refusal:
         assert self._tokens is not None
         try:
             claims = await self._tokens.check(token)
@@ -103,11 +104,10 @@ class Authenticator:
         )
 
     @staticmethod
-    def _refuse(status: int, error: str, description: str) -> None:
-        _refusal.set(_Refusal(status, error, description))
+    def _refuse(status: int, error: str, description: str) -> _Refusal:
+        return _Refusal(status, error, description)
 
-    def challenge(self, *, resource_url: str) -> Challenge:
-        refusal = _refusal.get() or _Refusal(401, None, "authentication required")
+    def _challenge(self, refusal: _Refusal, resource_url: str) -> Challenge:
         if self._tokens is None:
             return Challenge(
                 refusal.status if refusal.status == 403 else 401,

@@ -113,10 +113,9 @@ class Gateway:
             return
 
         resource_url = self._s.server_url(tenant, server)
-        principal = await self._authn.principal(headers, resource_url=resource_url)
-        if principal is None:
-            refusal = self._authn.challenge(resource_url=resource_url)
-            await respond_json(send, refusal.status, refusal.body, headers=refusal.headers)
+        principal = await self._authn.authenticate(headers, resource_url=resource_url)
+        if not isinstance(principal, Principal):
+            await respond_json(send, principal.status, principal.body, headers=principal.headers)
             return
         # Resolve first and compare tenants after, so a foreign tenant's server and a
         # missing one take the same path and give the same answer.
