@@ -87,6 +87,7 @@ class SupervisedInstance:
     # -- lifecycle ------------------------------------------------------------------
     async def start(self) -> None:
         self._proc = await self._spawn(self._from_process, self._from_stderr)
+        self._proc.on_failure = self._failed
         self.record.pid = self._proc.pid
         self.record.state = InstanceState.running
         self._event(f"started (pid {self._proc.pid})")
@@ -143,6 +144,7 @@ class SupervisedInstance:
                 return
             try:
                 self._proc = await self._spawn(self._from_process, self._from_stderr)
+                self._proc.on_failure = self._failed
             except Exception as exc:  # a spawn failure is a crash like any other
                 self._event(f"restart failed: {exc}")
                 continue
@@ -187,6 +189,12 @@ class SupervisedInstance:
             return
         if self._on_message is not None:
             self._on_message(raw)
+
+    def _failed(self, why: str) -> None:
+        # The process is being killed for misbehaving: its in-flight requests cannot be
+        # answered, and their callers should hear so now, not once the exit is reaped.
+        if self._on_lost is not None:
+            self._on_lost(f"MCP server instance {why}")
 
     def _from_stderr(self, text: str) -> None:
         self._log.add(self.record.id, "stderr", text)

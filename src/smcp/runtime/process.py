@@ -54,6 +54,9 @@ class StdioProcess:
         self._pumps: list[asyncio.Task[None]] = []
         self._write_lock = asyncio.Lock()
         self.failure: str | None = None
+        # Told at once when the process is being killed for misbehaving, so callers
+        # need not wait for the exit to be noticed.
+        self.on_failure: Callable[[str], None] | None = None
 
     @property
     def pid(self) -> int | None:
@@ -94,6 +97,13 @@ class StdioProcess:
             except asyncio.LimitOverrunError:
                 self.failure = f"sent a message over the {self._max}-byte limit"
                 self.kill()
+                if self.on_failure is not None:
+                    self.on_failure(self.failure)
+                # Drain to EOF: a reader left full keeps its pipe paused and open, and
+                # asyncio does not report the exit until every pipe has closed.
+                with contextlib.suppress(Exception):
+                    while await stream.read(1 << 16):
+                        pass
                 return
             line = line.strip()
             if line:
