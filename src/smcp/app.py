@@ -6,7 +6,6 @@ import base64
 import logging
 import secrets
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette

@@ -97,7 +97,6 @@ async def relay(
     keepalive_s: float,
     on_timeout: Callable[[], Awaitable[Item]],
     on_disconnect: Callable[[], Awaitable[None]],
-    event_id: Callable[[], str] | None = None,
     headers: list[tuple[str, str]] | None = None,
     status_of: Callable[[bytes], int] | None = None,
 ) -> None:
@@ -117,7 +116,7 @@ async def relay(
     try:
         while True:
             if raw is not None:
-                await stream_chunk(send, sse.event(raw, event_id=event_id() if event_id else None))
+                await stream_chunk(send, sse.event(raw))
             if final:
                 break
             raw, final = await next_item(

@@ -7,7 +7,6 @@ stream (or, with none open, to the newest open request stream, or a small backlo
 
 from __future__ import annotations
 
-import secrets
 import time
 from collections import deque
 from typing import Any
@@ -143,11 +142,6 @@ class SessionTable:
     @property
     def full(self) -> bool:
         return len(self._sessions) >= self._max
-
-    @staticmethod
-    def new_id() -> str:
-        # 192 random bits, visible ASCII as the spec requires.
-        return secrets.token_urlsafe(24)
 
     def add(self, session: Session) -> None:
         self._sessions[session.id] = session

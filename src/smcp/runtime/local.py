@@ -51,7 +51,6 @@ class LocalRuntime:
             seccomp.describe(allow_inet=False) if settings.seccomp else "no seccomp filter (SMCP_SECCOMP=false)",
         )
         self._apps = root / "apps"
-        self._instances_root = root / "instances"
         self._builder = Builder(
             root / "builds",
             root / "cache",
@@ -66,7 +65,7 @@ class LocalRuntime:
         )
         # bwrap runs as the tenant's uid and must traverse these to bind its own
         # subdirectory; 0711 lets it pass through without listing anyone else's.
-        for path in (root, self._apps, self._instances_root, root / "builds", root / "cache"):
+        for path in (root, self._apps, root / "builds", root / "cache"):
             path.mkdir(parents=True, exist_ok=True)
             path.chmod(0o711)
         self._live: dict[str, SupervisedInstance] = {}
