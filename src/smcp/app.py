@@ -15,6 +15,7 @@ from starlette.routing import Mount, Route
 
 from smcp import __version__
 from smcp.auth.cache import CachedAuthenticator
+from smcp.auth.keyseal import SealedSigningKeys
 from smcp.auth.server import AuthorizationServer
 from smcp.auth.tokens import AccessTokens, GrantStatus, KeyRing
 from smcp.config import Settings
@@ -24,6 +25,7 @@ from smcp.gateway.authn import Authenticator
 from smcp.gateway.sealing import SessionSealer, load_or_create_key
 from smcp.gateway.asgi import Receive, Scope, Send
 from smcp.runtime.local import LocalRuntime
+from smcp.secrets import KeyRing as KekRing
 from smcp.secrets import open_vault
 from smcp.store import Store
 
@@ -67,10 +69,12 @@ class Platform:
     async def _lifespan(self, _app: Starlette) -> Any:
         settings = self.settings
         self.store = store = await Store.open(settings)
-        vault = open_vault(settings, store.secrets)
+        # One key ring for secrets and signing keys, so a rotation's new KEK is the one
+        # both seal with; the vault re-wraps the signing keys when it rotates.
+        vault = open_vault(settings, store.secrets, also=[SealedSigningKeys(store.oauth)])
         self.runtime = runtime = LocalRuntime(settings, store.tenants.sandbox_uid, secrets_for=vault.resolve)
         api_keys = CachedAuthenticator(store.api_keys.authenticate, settings.auth_cache_ttl_s)
-        self.oauth = oauth = await _authorization_server(settings, store) if settings.oauth_enabled else None
+        self.oauth = oauth = await _authorization_server(settings, store, vault.keyring) if settings.oauth_enabled else None
         self.gateway = gateway = Gateway(
             settings,
             Authenticator(api_keys, oauth.tokens if oauth else None),
@@ -112,10 +116,11 @@ class Platform:
         await self._rest(scope, receive, send)
 
 
-async def _authorization_server(settings: Settings, store: Store) -> AuthorizationServer:
+async def _authorization_server(settings: Settings, store: Store, kek: KekRing | None = None) -> AuthorizationServer:
     """The OAuth 2.1 authorization server and the access-token checker the gateway shares with it."""
     keys = KeyRing(
         store.oauth,
+        kek or KekRing.from_settings(settings),
         rotate_after_s=settings.signing_key_rotate_s,
         max_token_ttl_s=max(settings.access_token_ttl_s, settings.authorization_request_ttl_s, settings.login_session_ttl_s),
     )

@@ -7,7 +7,8 @@ the family its refresh tokens share, so revoking the grant ends it too.
 
 Keys rotate: a new key is minted when the newest is older than the rotation period,
 and old keys stay published in the JWKS (and accepted) until every token they could
-have signed has expired. The key id (`kid`) in each token picks the key.
+have signed has expired. The key id (`kid`) in each token picks the key. Private keys
+are stored sealed with the secrets key ring (smcp.auth.keyseal), never in clear.
 
 Verification costs ~0.2 ms with joserfc, so verified tokens are cached by their hash
 until they expire; the per-request cost is then a dict lookup plus the audience check.
@@ -18,6 +19,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -29,8 +31,13 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, KeySet
 
+from smcp.auth import keyseal
+from smcp.secrets.crypto import SecretUnreadable
+from smcp.secrets.keyring import KeyRing as KekRing
 from smcp.store.identity import OAuthRepo, SigningKey
 from smcp.store.tables import utcnow
+
+log = logging.getLogger("smcp.auth")
 
 ALG = "ES256"
 ACCESS_TOKEN_TYPE = "at+jwt"
@@ -61,8 +68,9 @@ def _utc(ts: float) -> datetime:
 class KeyRing:
     """The authorization server's signing keys, shared by every node through the database."""
 
-    def __init__(self, repo: OAuthRepo, *, rotate_after_s: float, max_token_ttl_s: float) -> None:
+    def __init__(self, repo: OAuthRepo, kek: KekRing, *, rotate_after_s: float, max_token_ttl_s: float) -> None:
         self._repo = repo
+        self._kek = kek
         self._rotate_after = rotate_after_s
         # A retired key is kept as long as any token it signed may still be presented.
         self._retain = rotate_after_s + max_token_ttl_s + 300
@@ -70,23 +78,29 @@ class KeyRing:
         self._current_created: float = 0.0
         self._public = KeySet([])
         self._by_kid: dict[str, ECKey] = {}
+        self._unreadable: list[SecretUnreadable] = []
         self._last_reload = 0.0
 
-    @staticmethod
-    def _make() -> SigningKey:
+    def _make(self) -> SigningKey:
         kid = secrets.token_hex(8)
         key = ECKey.generate_key("P-256", parameters={"kid": kid, "alg": ALG, "use": "sig"})
-
+        # A rotation done through another ring object (another process on the same file)
+        # may have retired the KEK this one thinks active; never seal under a retired KEK.
+        self._kek.reload()
         return SigningKey(
             kid=kid,
             alg=ALG,
-            private_jwk=json.dumps(key.as_dict(private=True)),
+            private_jwk=keyseal.seal(json.dumps(key.as_dict(private=True)), kid=kid, keyring=self._kek),
             public_jwk=json.dumps(key.as_dict(private=False)),
             created_at=utcnow(),
         )
 
     async def start(self) -> None:
+        """Load (minting a first key if due). A key that does not decrypt stops the start:
+        running without it would refuse every token it signed, and quietly."""
         await self.rotate_if_due(force_check=True)
+        if self._unreadable:
+            raise self._unreadable[0]
 
     async def rotate_if_due(self, *, force_check: bool = False) -> None:
         now = time.time()
@@ -98,10 +112,28 @@ class KeyRing:
         await self.reload()
 
     async def reload(self) -> None:
-        keys = await self._repo.signing_keys()
-        by_kid: dict[str, ECKey] = {}
+        for _ in range(2):
+            keys = await self._repo.signing_keys()
+            by_kid: dict[str, ECKey] = {}
+            unreadable: list[SecretUnreadable] = []
+            for k in keys:
+                try:
+                    by_kid[k.kid] = await self._open(k)
+                except SecretUnreadable as exc:
+                    unreadable.append(exc)
+            # A KEK rotation elsewhere may have re-wrapped a row and retired its KEK
+            # between our read and the unwrap: read the rows once more before giving up.
+            if not unreadable:
+                break
+        for exc in unreadable:
+            log.error("%s", exc.message)
+        # After start, keep what was loaded before (it decrypted then) rather than fail
+        # every request over a row that changed since; the log says which.
         for k in keys:
-            by_kid[k.kid] = ECKey.import_key(json.loads(k.private_jwk))
+            if k.kid not in by_kid and k.kid in self._by_kid:
+                by_kid[k.kid] = self._by_kid[k.kid]
+        keys = [k for k in keys if k.kid in by_kid]
+        self._unreadable = unreadable
         if keys:
             newest = keys[0]
             self._current = (newest.kid, by_kid[newest.kid])
@@ -109,6 +141,17 @@ class KeyRing:
         self._by_kid = by_kid
         self._public = KeySet([ECKey.import_key(json.loads(k.public_jwk)) for k in keys])
         self._last_reload = time.monotonic()
+
+    async def _open(self, row: SigningKey) -> ECKey:
+        private = keyseal.unseal(row.private_jwk, kid=row.kid, keyring=self._kek)
+        key = _import_private(private, row.kid)
+        if not keyseal.is_sealed(row.private_jwk):
+            # Written before keys were sealed: seal it now. Losing the compare-and-swap
+            # means another node sealed it first, which is as good.
+            sealed = keyseal.seal(json.dumps(key.as_dict(private=True)), kid=row.kid, keyring=self._kek)
+            if await self._repo.replace_private_key(row.kid, old=row.private_jwk, new=sealed):
+                log.info("signing key %s: sealed with the key ring (it was stored in clear)", row.kid)
+        return key
 
     async def knows(self, kid: str) -> bool:
         """Whether `kid` is ours; reloads (at most every 10 s) so keys minted by another node are found."""
@@ -139,6 +182,13 @@ class KeyRing:
             return dict(jwt.decode(token, key, algorithms=[ALG]).claims)
         except (JoseError, ValueError, TypeError, KeyError) as exc:
             raise InvalidToken(f"malformed or badly signed token: {exc}") from exc
+
+
+def _import_private(text: str, kid: str) -> ECKey:
+    if text.lstrip().startswith("{"):
+        return ECKey.import_key(json.loads(text))
+    # PEM, as some hand-made or older rows hold it; the row's kid names it.
+    return ECKey.import_key(text, {"kid": kid, "alg": ALG, "use": "sig"})
 
 
 def _header(token: str) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 import smcp
+from smcp.auth.keyseal import SealedSigningKeys
 from smcp.config import Settings
 from smcp.control.context import Context
 from smcp.control.errors import install_error_handlers
@@ -30,9 +31,10 @@ def create_control_app(
         docs_url="/docs",
         redoc_url=None,
     )
-    app.state.smcp = Context(
-        settings=settings, store=store, runtime=runtime, vault=vault or open_vault(settings, store.secrets)
-    )
+    # The default vault knows the signing keys too: a rotation must re-wrap them before
+    # it may retire the KEK they are sealed with.
+    vault = vault or open_vault(settings, store.secrets, also=[SealedSigningKeys(store.oauth)])
+    app.state.smcp = Context(settings=settings, store=store, runtime=runtime, vault=vault)
     install_error_handlers(app)
     app.include_router(system.router)
     app.include_router(tenants.router)

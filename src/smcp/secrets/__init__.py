@@ -8,20 +8,33 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from smcp.secrets.crypto import SecretUnreadable
 from smcp.secrets.keyring import KeyRing, KeyRingError
 from smcp.secrets.redact import Redactor
-from smcp.secrets.vault import InvalidSecret, KeyRingStatus, RotationReport, SecretTooLarge, SecretVault
+from smcp.secrets.vault import (
+    InvalidSecret,
+    KeyRingStatus,
+    RotationReport,
+    SecretTooLarge,
+    SecretVault,
+    WrappedElsewhere,
+)
 
 if TYPE_CHECKING:
     from smcp.config import Settings
     from smcp.secrets.vault import Repo
 
 
-def open_vault(settings: Settings, repo: Repo) -> SecretVault:
-    return SecretVault(repo, KeyRing.from_settings(settings), max_value_bytes=settings.max_secret_bytes)
+def open_vault(
+    settings: Settings, repo: Repo, *, keyring: KeyRing | None = None, also: Sequence[WrappedElsewhere] = ()
+) -> SecretVault:
+    """The vault; `also` names other holders of wrapped data keys (the signing keys) for rotation."""
+    return SecretVault(
+        repo, keyring or KeyRing.from_settings(settings), max_value_bytes=settings.max_secret_bytes, also=also
+    )
 
 
 __all__ = [
@@ -34,5 +47,6 @@ __all__ = [
     "SecretTooLarge",
     "SecretUnreadable",
     "SecretVault",
+    "WrappedElsewhere",
     "open_vault",
 ]

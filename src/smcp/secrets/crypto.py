@@ -10,6 +10,11 @@ authentication tag instead of decrypting there. The KEK version is bound into th
 wrapping layer too, so a wrapped key cannot be relabelled as another KEK's.
 
 Stored layout of both blobs: a format byte, the 12-byte nonce, then ciphertext+tag.
+
+The same envelope seals the authorization server's private signing keys
+(smcp.auth.keyseal), with associated data of their own: the key id on both layers, the
+KEK version on the wrapping one. Each purpose has its own AAD label, so a blob of one
+kind can never be opened as the other.
 """
 
 from __future__ import annotations
@@ -57,6 +62,14 @@ def wrap_aad(tenant: str, name: str, version: int, kek_version: int) -> bytes:
     return b"smcp-dek-v1\0" + _frame(tenant, name, version, kek_version)
 
 
+def signing_key_aad(kid: str) -> bytes:
+    return b"smcp-signing-key-v1\0" + _frame(kid)
+
+
+def signing_wrap_aad(kid: str, kek_version: int) -> bytes:
+    return b"smcp-signing-dek-v1\0" + _frame(kid, kek_version)
+
+
 def _seal(key: bytes, plaintext: bytes, aad: bytes) -> bytes:
     nonce = os.urandom(_NONCE_BYTES)
     return bytes([FORMAT]) + nonce + AESGCM(key).encrypt(nonce, plaintext, aad)
@@ -71,18 +84,40 @@ def _open(key: bytes, blob: bytes, aad: bytes, what: str) -> bytes:
         raise SecretUnreadable(f"{what} failed authentication (tampered, moved or wrong key)") from None
 
 
-def seal(value: bytes, *, tenant: str, name: str, version: int, kek: bytes, kek_version: int) -> Envelope:
+def seal_envelope(value: bytes, *, aad: bytes, wrap_aad: bytes, kek: bytes) -> tuple[bytes, bytes]:
+    """(ciphertext, wrapped data key) of `value` under a fresh data key wrapped by `kek`."""
     data_key = AESGCM.generate_key(bit_length=256)
-    ciphertext = _seal(data_key, value, data_aad(tenant, name, version))
-    wrapped = _seal(kek, data_key, wrap_aad(tenant, name, version, kek_version))
+    return _seal(data_key, value, aad), _seal(kek, data_key, wrap_aad)
+
+
+def unwrap_data_key(wrapped_key: bytes, *, wrap_aad: bytes, kek: bytes, what: str) -> bytes:
+    data_key = _open(kek, wrapped_key, wrap_aad, what)
+    if len(data_key) != KEY_BYTES:
+        raise SecretUnreadable(f"{what} has the wrong length")
+    return data_key
+
+
+def open_envelope(ciphertext: bytes, wrapped_key: bytes, *, aad: bytes, wrap_aad: bytes, kek: bytes, what: str) -> bytes:
+    data_key = unwrap_data_key(wrapped_key, wrap_aad=wrap_aad, kek=kek, what=f"{what}'s wrapped data key")
+    return _open(data_key, ciphertext, aad, what)
+
+
+def rewrap_data_key(wrapped_key: bytes, *, old_aad: bytes, old_kek: bytes, new_aad: bytes, new_kek: bytes, what: str) -> bytes:
+    """The same data key under another KEK; the ciphertext it protects is untouched."""
+    return _seal(new_kek, unwrap_data_key(wrapped_key, wrap_aad=old_aad, kek=old_kek, what=what), new_aad)
+
+
+def seal(value: bytes, *, tenant: str, name: str, version: int, kek: bytes, kek_version: int) -> Envelope:
+    ciphertext, wrapped = seal_envelope(
+        value, aad=data_aad(tenant, name, version), wrap_aad=wrap_aad(tenant, name, version, kek_version), kek=kek
+    )
     return Envelope(ciphertext=ciphertext, wrapped_key=wrapped, kek_version=kek_version)
 
 
 def unwrap_key(wrapped_key: bytes, *, tenant: str, name: str, version: int, kek: bytes, kek_version: int) -> bytes:
-    data_key = _open(kek, wrapped_key, wrap_aad(tenant, name, version, kek_version), "wrapped data key")
-    if len(data_key) != KEY_BYTES:
-        raise SecretUnreadable("wrapped data key has the wrong length")
-    return data_key
+    return unwrap_data_key(
+        wrapped_key, wrap_aad=wrap_aad(tenant, name, version, kek_version), kek=kek, what="wrapped data key"
+    )
 
 
 def open_value(
@@ -104,7 +139,11 @@ def rewrap(
     new_kek_version: int,
 ) -> bytes:
     """The same data key under another KEK; the value's ciphertext is untouched."""
-    data_key = unwrap_key(
-        wrapped_key, tenant=tenant, name=name, version=version, kek=old_kek, kek_version=old_kek_version
+    return rewrap_data_key(
+        wrapped_key,
+        old_aad=wrap_aad(tenant, name, version, old_kek_version),
+        old_kek=old_kek,
+        new_aad=wrap_aad(tenant, name, version, new_kek_version),
+        new_kek=new_kek,
+        what="wrapped data key",
     )
-    return _seal(new_kek, data_key, wrap_aad(tenant, name, version, new_kek_version))

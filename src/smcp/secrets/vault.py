@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -44,6 +44,20 @@ class Repo(Protocol):
     async def kek_usage(self) -> dict[int, int]: ...
 
 
+class WrappedElsewhere(Protocol):
+    """Data keys the ring's KEKs wrap outside the secrets table (the OAuth signing keys).
+
+    Rotation re-wraps them with the secrets' data keys and counts them before it
+    retires a KEK, so a KEK is never dropped while anything still needs it.
+    """
+
+    async def rewrap(self, keyring: KeyRing, target: int) -> int:
+        """Re-wrap every data key not under KEK `target`; returns how many were."""
+        ...
+
+    async def kek_usage(self) -> dict[int, int]: ...
+
+
 @dataclass
 class RotationReport:
     active: int
@@ -68,10 +82,18 @@ def check_name(name: str) -> None:
 
 
 class SecretVault:
-    def __init__(self, repo: Repo, keyring: KeyRing, *, max_value_bytes: int = 64 * 1024) -> None:
+    def __init__(
+        self,
+        repo: Repo,
+        keyring: KeyRing,
+        *,
+        max_value_bytes: int = 64 * 1024,
+        also: Sequence[WrappedElsewhere] = (),
+    ) -> None:
         self._repo = repo
         self.keyring = keyring
         self._max = max_value_bytes
+        self._also = tuple(also)
         # Held while sealing+storing a value and while rotation adds or retires a KEK,
         # so no value is ever sealed under a KEK that is being retired. Reads never take it.
         self._ring_lock = asyncio.Lock()
@@ -149,9 +171,10 @@ class SecretVault:
         """Make a new KEK active and re-wrap every data key under it, with no pause for readers.
 
         Order: (1) add the new KEK and make it active, so new values use it; (2) re-wrap
-        old rows in batches, each row a compare-and-swap on its KEK version; (3) drop
-        the old KEKs once no row needs them. Until (3), both KEKs decrypt. With a
-        read-only (inline) ring, (1) is the operator's edit and (3) is theirs too.
+        old rows in batches, each row a compare-and-swap on its KEK version, then the
+        data keys held elsewhere (`also`: the signing keys); (3) drop the old KEKs once
+        nothing needs them. Until (3), both KEKs decrypt. With a read-only (inline)
+        ring, (1) is the operator's edit and (3) is theirs too.
         """
         async with self._rotation:
             added = None
@@ -161,7 +184,7 @@ class SecretVault:
                 else:
                     self.keyring.reload()
                 target, kek = self.keyring.active()
-                if new_key and not self.keyring.writable and not await self._repo.not_wrapped_by(target, limit=1):
+                if new_key and not self.keyring.writable and not await self._needs_rewrap(target):
                     # Nothing to re-wrap and no way to add a key here: say what to do instead.
                     self.keyring.add_version()  # raises Conflict with the operator's steps
             rewrapped = 0
@@ -195,8 +218,10 @@ class SecretVault:
                     await asyncio.sleep(0)  # let readers and the gateway run between rows
                 if not progressed:
                     await asyncio.sleep(0.01)  # rows changed under us (set/delete); look again
+            for other in self._also:
+                rewrapped += await other.rewrap(self.keyring, target)
             async with self._ring_lock:
-                usage = await self._repo.kek_usage()
+                usage = await self._kek_usage()
                 unused = [v for v in self.keyring.versions if v != target and not usage.get(v)]
                 retired = self.keyring.retire(unused)
             log.info("secrets: KEK v%d active; re-wrapped %d data keys; retired %s", target, rewrapped, retired)
@@ -210,5 +235,17 @@ class SecretVault:
             writable=self.keyring.writable,
             active=self.keyring.active_version,
             versions=self.keyring.versions,
-            data_keys=await self._repo.kek_usage(),
+            data_keys=await self._kek_usage(),
         )
+
+    async def _kek_usage(self) -> dict[int, int]:
+        usage = dict(await self._repo.kek_usage())
+        for other in self._also:
+            for version, count in (await other.kek_usage()).items():
+                usage[version] = usage.get(version, 0) + count
+        return usage
+
+    async def _needs_rewrap(self, target: int) -> bool:
+        if await self._repo.not_wrapped_by(target, limit=1):
+            return True
+        return any(v != target for v in await self._kek_usage())

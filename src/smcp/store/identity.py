@@ -78,6 +78,8 @@ class CodeRecord:
 class SigningKey:
     kid: str
     alg: str
+    # Sealed with the secrets key ring (smcp.auth.keyseal); rows from before that are a
+    # plaintext JWK until their first load re-wraps them.
     private_jwk: str
     public_jwk: str
     created_at: datetime
@@ -469,3 +471,13 @@ class OAuthRepo:
                     )
                 )
             await conn.execute(t.oauth_signing_keys.delete().where(t.oauth_signing_keys.c.created_at < drop_before))
+
+    async def replace_private_key(self, kid: str, *, old: str, new: str) -> bool:
+        """Swap a key's stored private part (re-wrapped), only if nobody changed it meanwhile."""
+        async with self._db.write() as conn:
+            result = await conn.execute(
+                t.oauth_signing_keys.update()
+                .where(t.oauth_signing_keys.c.kid == kid, t.oauth_signing_keys.c.private_jwk == old)
+                .values(private_jwk=new)
+            )
+        return bool(result.rowcount)
