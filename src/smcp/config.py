@@ -5,11 +5,12 @@ Every limit the platform enforces is a setting here, so an operator can see and 
 
 from __future__ import annotations
 
+import ipaddress
 import shutil
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -63,6 +64,10 @@ class Settings(BaseSettings):
     session_max_age_s: Annotated[float, Field(gt=0)] = 7 * 24 * 3600.0
     # How long a checked API key is trusted before the database is asked again.
     auth_cache_ttl_s: Annotated[float, Field(ge=0)] = 5.0
+    # Reverse proxies (addresses or networks, e.g. ["10.0.0.0/8"]) whose X-Forwarded-For
+    # is believed when telling clients apart (rate limits). Empty: the peer address is
+    # the client, and X-Forwarded-For is ignored.
+    trusted_proxies: list[str] = Field(default_factory=list)
 
     # Identity: the built-in OAuth 2.1 authorization server (docs/identity.md).
     oauth_enabled: bool = True
@@ -75,6 +80,20 @@ class Settings(BaseSettings):
     authorization_request_ttl_s: Annotated[int, Field(ge=60, le=3600)] = 600
     login_session_ttl_s: Annotated[int, Field(ge=60)] = 8 * 3600
     signing_key_rotate_s: Annotated[int, Field(ge=3600)] = 30 * 86_400
+    # Rate limits of the authorization server (smcp.auth.ratelimit), each a budget that
+    # refills evenly over its window; 0 turns one off. Counted per node, in memory.
+    # Sign-ins count failures only, so others' failures cannot lock out a right password
+    # except through the looser per-user-name budget, and then only while they keep failing.
+    oauth_login_rate: Annotated[int, Field(ge=0)] = 10  # failed sign-ins a minute, per (client address, user name)
+    oauth_login_ip_rate: Annotated[int, Field(ge=0)] = 30  # failed sign-ins a minute, per client address
+    oauth_login_user_rate: Annotated[int, Field(ge=0)] = 100  # failed sign-ins an hour, per user name
+    oauth_register_rate: Annotated[int, Field(ge=0)] = 20  # dynamic registrations an hour, per client address
+    # Token requests a minute per client; per (client, address) for public clients, whose
+    # client_id anyone may send.
+    oauth_token_rate: Annotated[int, Field(ge=0)] = 120
+    # Counters kept in memory at most (oldest dropped first), so a flood of addresses or
+    # user names cannot grow the node without bound.
+    rate_limit_max_keys: Annotated[int, Field(ge=100)] = 100_000
     # RFC 7591 dynamic client registration (deprecated by MCP 2026-07-28; on for older clients).
     oauth_dynamic_registration: bool = True
     # Client ID metadata documents: https client_ids fetched with an SSRF guard.
@@ -82,6 +101,32 @@ class Settings(BaseSettings):
     cimd_max_bytes: Annotated[int, Field(ge=512, le=1024 * 1024)] = 5 * 1024
     cimd_timeout_s: Annotated[float, Field(gt=0, le=30)] = 5.0
     cimd_cache_ttl_s: Annotated[float, Field(ge=0)] = 600.0
+
+    # Upstream OpenID Connect login (smcp.auth.oidc, docs/identity.md): a "Sign in with
+    # <display name>" button beside the password form. Off while oidc_issuer is unset.
+    # The issuer must be https and match the provider's discovery document exactly.
+    oidc_issuer: str | None = None
+    oidc_client_id: str | None = None
+    # The client secret inline, or a file holding it (for secret managers that mount files).
+    # Neither: a public client (PKCE only, token_endpoint_auth_method "none").
+    oidc_client_secret: SecretStr | None = None
+    oidc_client_secret_file: Path | None = None
+    oidc_display_name: Annotated[str, Field(min_length=1, max_length=60)] = "single sign-on"
+    oidc_scopes: str = "openid email profile"
+    # The claim whose value is the SMCP user name; for "email", only when email_verified.
+    # Whatever the claim, an (issuer, sub) once linked to a user stays the key.
+    oidc_username_claim: Annotated[str, Field(min_length=1, max_length=100)] = "email"
+    # Unknown identities get a user of their own (with no tenant until an admin adds one);
+    # off: they are refused with a page saying so.
+    oidc_auto_provision: bool = False
+    # When non-empty: only verified emails in these domains may sign in upstream.
+    oidc_allowed_email_domains: list[str] = Field(default_factory=list)
+    oidc_cache_ttl_s: Annotated[float, Field(ge=0)] = 3600.0  # discovery document and JWKS
+    oidc_timeout_s: Annotated[float, Field(gt=0, le=60)] = 10.0
+    oidc_max_response_bytes: Annotated[int, Field(ge=1024, le=4 * 1024 * 1024)] = 256 * 1024
+    oidc_clock_skew_s: Annotated[int, Field(ge=0, le=300)] = 60
+    # FOR TESTS ONLY: accept an http:// issuer (and endpoints) on a loopback address.
+    oidc_allow_insecure_issuer: bool = False
 
     # Runtime.
     bwrap_path: str = "bwrap"
@@ -154,6 +199,13 @@ class Settings(BaseSettings):
     secrets_keyring: SecretStr | None = None
     secrets_keyring_file: Path | None = None
     max_secret_bytes: Annotated[int, Field(ge=1, le=1024 * 1024)] = 64 * 1024
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for item in value:
+            ipaddress.ip_network(item.strip(), strict=False)  # ValueError names the bad entry
+        return [item.strip() for item in value]
 
     @property
     def db_url(self) -> str:

@@ -7,6 +7,7 @@ One module for the whole protocol surface, in the order a client meets it:
     POST /oauth/register                                                 RFC 7591 (setting)
     GET  /oauth/authorize        → login page → consent page             OAuth 2.1 + PKCE S256
     POST /oauth/login, /oauth/consent                                     (HTML forms, CSRF-checked)
+    POST /oauth/oidc/start → upstream provider → GET /oauth/oidc/callback   optional OIDC login
     POST /oauth/token            authorization_code | refresh_token      rotation + reuse detection
     POST /oauth/revoke                                                   RFC 7009
     GET  /oauth/jwks                                                     signing keys (kid, rotated)
@@ -39,6 +40,8 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from smcp.auth import cimd, passwords, roles
+from smcp.auth.oidc import OidcError, UpstreamIdentity, UpstreamOidc
+from smcp.auth.ratelimit import OAuthLimits, retry_after
 from smcp.auth.resource import PRM_PREFIX
 from smcp.auth.tokens import (
     MCP_SCOPE,
@@ -57,6 +60,7 @@ from smcp.config import Settings
 from smcp.domain.spec import NAME_RE
 from smcp.store import Store
 from smcp.store.identity import Client, CodeRecord, Grant, Outcome
+from smcp.store.oidc import LoginMissing, PendingLogin, Refusal
 from smcp.ui import pages
 
 log = logging.getLogger("smcp.auth")
@@ -95,6 +99,14 @@ class OAuthError(Exception):
         )
 
 
+def _too_many(wait: float, what: str) -> OAuthError:
+    # RFC 6749 has no rate-limit error for these endpoints (slow_down is the device
+    # flow's); 429 and Retry-After carry the meaning, and temporarily_unavailable tells
+    # a client to come back rather than that its request was wrong (invalid_request).
+    after = retry_after(wait)
+    return OAuthError("temporarily_unavailable", f"too many {what}; retry in {after} s", 429, {"retry-after": after})
+
+
 def s256(verifier: str) -> str:
     return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode("ascii")).digest()).rstrip(b"=").decode()
 
@@ -131,6 +143,7 @@ class AuthorizationServer:
         keys: KeyRing,
         tokens: AccessTokens,
         fetcher: cimd.ClientMetadataFetcher | None = None,
+        oidc: UpstreamOidc | None = None,
     ) -> None:
         self.s = settings
         self.store = store
@@ -140,6 +153,8 @@ class AuthorizationServer:
         self.fetcher = fetcher or cimd.ClientMetadataFetcher(
             max_bytes=settings.cimd_max_bytes, timeout_s=settings.cimd_timeout_s, cache_ttl_s=settings.cimd_cache_ttl_s
         )
+        # Sign-in, registration and token budgets (per node; tests swap in a fake clock).
+        self.limits = OAuthLimits.from_settings(settings)
         secure = settings.base_url.startswith("https://")
         self._secure = secure
         # `__Host-` cookies must be Secure, host-only and Path=/. Plain-http development
@@ -147,6 +162,11 @@ class AuthorizationServer:
         prefix = "__Host-" if secure else ""
         self.session_cookie = f"{prefix}smcp_session"
         self.csrf_cookie = f"{prefix}smcp_csrf"
+        # Upstream OpenID Connect login; None when no issuer is configured. A misconfigured
+        # provider raises OidcConfigError here, so the node does not start half-working.
+        self.oidc = oidc if oidc is not None else UpstreamOidc.from_settings(settings)
+        # Binds an upstream login to the browser that started it (see oidc_start).
+        self.oidc_cookie = f"{prefix}smcp_oidc"
 
     # ------------------------------------------------------------------ routes
     def routes(self) -> list[BaseRoute]:
@@ -161,6 +181,8 @@ class AuthorizationServer:
             Route("/oauth/token", self.token, methods=["POST", "OPTIONS"]),
             Route("/oauth/revoke", self.revoke, methods=["POST", "OPTIONS"]),
             Route("/oauth/register", self.register, methods=["POST", "OPTIONS"]),
+            Route("/oauth/oidc/start", self.oidc_start, methods=["POST"]),
+            Route("/oauth/oidc/callback", self.oidc_callback, methods=["GET"]),
         ]
         return routes
 
@@ -364,9 +386,8 @@ class AuthorizationServer:
             return None
         return tenant, server
 
-    @staticmethod
     def _view(
-        client: Client, redirect_uri: str, tenant: str, server: str, resource: str, scopes: tuple[str, ...]
+        self, client: Client, redirect_uri: str, tenant: str, server: str, resource: str, scopes: tuple[str, ...]
     ) -> pages.RequestView:
         return pages.RequestView(
             client_name=client.client_name,
@@ -376,6 +397,7 @@ class AuthorizationServer:
             server=server,
             resource=resource,
             scopes=scopes,
+            upstream_login=self.oidc.display_name if self.oidc is not None else None,
         )
 
     # ----------------------------------------------------------- login/consent
@@ -437,10 +459,19 @@ class AuthorizationServer:
             return pages.error_page("Unknown application", "The application is no longer registered.")
         scopes = tuple(str(claims["scope"]).split())
         view = self._view(client, claims["redirect_uri"], claims["tenant"], claims["server"], claims["resource"], scopes)
-        found = await self.store.users.credentials(form.get("username", "").strip()[:200])
+        name = form.get("username", "").strip()[:200]
+        if wait := await self.limits.login_wait(request.scope, name):
+            page = pages.login_page(
+                view, form["request"], form["csrf"], status=429,
+                error=f"Too many failed sign-ins from here or for this user name. Wait {retry_after(wait)} seconds, then try again.",
+            )
+            page.headers["retry-after"] = retry_after(wait)
+            return page
+        found = await self.store.users.credentials(name)
         user, pw_hash = (found if found else (None, None))
         ok = passwords.verify_password(pw_hash, form.get("password", ""))
         if user is None or not ok or user.disabled_at is not None:
+            await self.limits.login_failed(request.scope, name)
             return pages.login_page(view, form["request"], form["csrf"], error="Wrong user name or password.", status=401)
         role = await self.store.users.role_of(user.id, claims["tenant"])
         if not roles.permits(role, "mcp.use"):
@@ -448,14 +479,18 @@ class AuthorizationServer:
                 view, form["request"], form["csrf"], error=f"{user.name} has no access to tenant {claims['tenant']}.", status=403
             )
         response = pages.consent_page(view, user.name, form["request"], form["csrf"])
+        self._set_session(response, user.id, user.name)
+        return response
+
+    def _set_session(self, response: Response, user_id: str, name: str) -> None:
+        """Signed-in: the session cookie every login method ends with (password or upstream)."""
         now = int(time.time())
         session = self.keys.sign(
-            {"iss": self.issuer, "aud": self.issuer + "/session", "sub": user.id, "name": user.name, "iat": now,
+            {"iss": self.issuer, "aud": self.issuer + "/session", "sub": user_id, "name": name, "iat": now,
              "exp": now + self.s.login_session_ttl_s},
             SESSION_TOKEN_TYPE,
         )
         self._set_cookie(response, self.session_cookie, session, self.s.login_session_ttl_s, samesite="lax")
-        return response
 
     async def consent(self, request: Request) -> Response:
         pending = await self._pending(request)
@@ -498,6 +533,131 @@ class AuthorizationServer:
         )
         return back({"code": code})
 
+    # ------------------------------------------------------ upstream OIDC login
+    async def oidc_start(self, request: Request) -> Response:
+        """The login page's "Sign in with …" form: remember the login, send the browser upstream."""
+        if self.oidc is None:
+            return pages.error_page("Not found", "Sign-in through an identity provider is not configured here.", 404)
+        pending = await self._pending(request)
+        if isinstance(pending, Response):
+            return pending
+        form, claims = pending
+        state, nonce, verifier = secrets.token_urlsafe(32), secrets.token_urlsafe(32), secrets.token_urlsafe(48)
+        try:
+            url = await self.oidc.authorization_url(state=state, nonce=nonce, code_challenge=s256(verifier))
+        except OidcError as exc:
+            log.warning("upstream login unavailable: %s", exc.message)
+            return pages.error_page(exc.title, exc.message, exc.status)
+        # One binding value per browser, reused while it lives, so logins started in two
+        # tabs do not undo each other; only its hash is stored.
+        binding = request.cookies.get(self.oidc_cookie, "")
+        if not re.fullmatch(r"[A-Za-z0-9_-]{43}", binding):
+            binding = secrets.token_urlsafe(32)
+        await self.store.oidc.save_login(
+            PendingLogin(
+                state_hash=sha256_hex(state),
+                browser_hash=sha256_hex(binding),
+                nonce=nonce,
+                code_verifier=verifier,
+                request=form["request"],
+                expires_at=expiry(max(0, int(claims["exp"]) - int(time.time()))),
+            )
+        )
+        response = RedirectResponse(url, status_code=303, headers=pages.SECURITY_HEADERS)
+        # Lax, not Strict: the callback is a top-level navigation from the provider's site.
+        self._set_cookie(response, self.oidc_cookie, binding, self.s.authorization_request_ttl_s, samesite="lax")
+        return response
+
+    async def oidc_callback(self, request: Request) -> Response:
+        """The provider's redirect back: check it, learn who signed in, go on to consent."""
+        if self.oidc is None:
+            return pages.error_page("Not found", "Sign-in through an identity provider is not configured here.", 404)
+        q = request.query_params
+        for name in q:
+            if len(q.getlist(name)) > 1:
+                return pages.error_page("Invalid request", f"parameter {name!r} appears more than once")
+        state = q.get("state", "")
+        if not state or len(state) > MAX_STATE:
+            return pages.error_page("Invalid request", "The identity provider's response has no state; start again from your application.")
+        login = await self.store.oidc.take_login(sha256_hex(state), sha256_hex(request.cookies.get(self.oidc_cookie, "")))
+        if login is LoginMissing.OTHER_BROWSER:
+            return pages.error_page("Sign-in not recognised", "This sign-in was started in another browser; start again from your application.")
+        if not isinstance(login, PendingLogin):
+            return pages.error_page(
+                "Sign-in not recognised", "This sign-in response was already used or has expired; start again from your application."
+            )
+        if login.expires_at <= expiry(0):
+            return pages.error_page("Request expired", "This sign-in request has expired; start again from your application.")
+        try:
+            await self.oidc.check_response_issuer(q.get("iss"))
+            if "error" in q:
+                raise _provider_error(q.get("error", ""), q.get("error_description"), self.oidc.display_name)
+            code = q.get("code")
+            if not code:
+                raise OidcError("The identity provider's response has neither a code nor an error.", status=400)
+            identity = await self.oidc.redeem(code, code_verifier=login.code_verifier, nonce=login.nonce)
+        except OidcError as exc:
+            log.info("upstream login failed: %s", exc.message)
+            return pages.error_page(exc.title, exc.message, exc.status)
+        try:
+            claims = self.keys.verify(login.request, REQUEST_TOKEN_TYPE)
+        except InvalidToken:
+            return pages.error_page("Request expired", "This sign-in request is no longer valid; start again from your application.")
+        if claims.get("aud") != self.issuer + "/oauth/authorize" or claims.get("exp", 0) <= time.time():
+            return pages.error_page("Request expired", "This sign-in request has expired; start again from your application.")
+        user = await self._upstream_user(identity)
+        if isinstance(user, Response):
+            return user
+        client = await self._client_or_none(claims["client_id"])
+        if client is None:
+            return pages.error_page("Unknown application", "The application is no longer registered.")
+        scopes = tuple(str(claims["scope"]).split())
+        view = self._view(client, claims["redirect_uri"], claims["tenant"], claims["server"], claims["resource"], scopes)
+        role = await self.store.users.role_of(user[0], claims["tenant"])
+        if not roles.permits(role, "mcp.use"):
+            return pages.login_page(
+                view, login.request, str(claims["csrf"]), error=f"{user[1]} has no access to tenant {claims['tenant']}.", status=403
+            )
+        response = pages.consent_page(view, user[1], login.request, str(claims["csrf"]))
+        self._set_session(response, user[0], user[1])
+        return response
+
+    async def _upstream_user(self, identity: UpstreamIdentity) -> tuple[str, str] | Response:
+        """The SMCP user (id, name) an upstream identity is, linking it on first sight; or a refusal page."""
+        assert self.oidc is not None
+        provider = self.oidc.display_name
+        who = identity.email or identity.subject
+        if not self.oidc.email_allowed(identity):
+            return pages.error_page(
+                "Not allowed", f"Your {provider} account ({who}) has no verified email address in a domain allowed here.", 403
+            )
+        found = await self.store.oidc.resolve(
+            identity.issuer,
+            identity.subject,
+            email=identity.email if identity.email_verified else None,
+            name=self.oidc.username_for(identity),
+            provision=self.oidc.config.auto_provision,
+        )
+        if not isinstance(found, Refusal):
+            log.info("user %s signed in through %s", found.name, identity.issuer)
+            return found.id, found.name
+        log.info("upstream identity %s at %s refused: %s", identity.subject, identity.issuer, found)
+        claim = self.oidc.config.username_claim
+        usable = "verified email address" if claim == "email" else f"usable {claim} claim"
+        message = {
+            Refusal.UNKNOWN: f"Your {provider} account ({who}) is not an SMCP user. Ask an administrator to add you.",
+            Refusal.NO_NAME: (
+                f"Your {provider} account ({who}) is not linked to an SMCP user, and it has no {usable} "
+                "to find one by. Ask an administrator."
+            ),
+            Refusal.TAKEN: (
+                f"The SMCP user matching your {provider} account ({who}) is already linked to another "
+                f"{provider} account. Ask an administrator."
+            ),
+            Refusal.DISABLED: "This SMCP user is disabled.",
+        }[found]
+        return pages.error_page("Not allowed", message, 403)
+
     async def _client_or_none(self, client_id: str) -> Client | None:
         try:
             return await self.find_client(client_id)
@@ -531,6 +691,8 @@ class AuthorizationServer:
         try:
             form = await self._form(request)
             client = await self.authenticate_client(request, form)
+            if wait := await self.limits.token_wait(request.scope, client.client_id, public=client.secret_hash is None):
+                raise _too_many(wait, "token requests for this client")
             grant_type = form.get("grant_type")
             if grant_type not in client.grant_types:
                 if grant_type in GRANT_TYPES:
@@ -663,6 +825,8 @@ class AuthorizationServer:
             return Response(status_code=204, headers=_CORS)
         if not self.s.oauth_dynamic_registration:
             return OAuthError("access_denied", "dynamic client registration is turned off", 403).response()
+        if wait := await self.limits.register_wait(request.scope):
+            return _too_many(wait, "client registrations from this address").response()
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > MAX_REGISTRATION_BYTES:
             return OAuthError("invalid_client_metadata", "registration request too large", 413).response()
@@ -684,6 +848,17 @@ class AuthorizationServer:
         client = await self.store.oauth.create_client(client)
         out = registration_response(client, secret)
         return JSONResponse(out, status_code=201, headers={**_CORS, **_NO_STORE})
+
+
+def _provider_error(error: str, description: str | None, provider: str) -> OidcError:
+    """An error the provider sent back instead of a code, as a page for the person."""
+    detail = f" ({description[:200]})" if description else ""
+    if error == "access_denied":
+        return OidcError(f"Sign-in was cancelled or refused at {provider}{detail}.", status=403, title="Sign-in cancelled")
+    if error == "temporarily_unavailable":
+        return OidcError(f"{provider} is temporarily unavailable{detail}; try again later.", status=503,
+                         title="Identity provider unavailable")
+    return OidcError(f"{provider} could not sign you in: {error[:100]}{detail}.", status=502)
 
 
 def _describe(outcome: str, what: str) -> str:

@@ -53,6 +53,9 @@ def _server(settings: Settings) -> uvicorn.Server:
         loop="asyncio",
         access_log=False,
         timeout_graceful_shutdown=5,
+        # uvicorn would believe X-Forwarded-For from 127.0.0.1 by default and rewrite the
+        # client address; SMCP_TRUSTED_PROXIES alone decides that (smcp.auth.ratelimit).
+        proxy_headers=False,
     )
     return uvicorn.Server(config)
 

@@ -15,6 +15,7 @@ from smcp.store.api_keys import ApiKeyRepo
 from smcp.store.blobs import BlobStore
 from smcp.store.db import Database, create_engine, migrate
 from smcp.store.identity import OAuthRepo, UserRepo
+from smcp.store.oidc import OidcRepo
 from smcp.store.secrets import SecretRepo
 from smcp.store.servers import ServerRepo
 from smcp.store.tenants import TenantRepo
@@ -30,6 +31,7 @@ class Store:
         self.secrets = SecretRepo(db)
         self.users = UserRepo(db)
         self.oauth = OAuthRepo(db)
+        self.oidc = OidcRepo(db)
 
     @classmethod
     async def open(cls, settings: Settings) -> Store:
@@ -51,4 +53,4 @@ class Store:
         await self.db.dispose()
 
 
-__all__ = ["ApiKeyRepo", "BlobStore", "OAuthRepo", "ServerRepo", "Store", "TenantRepo", "UserRepo"]
+__all__ = ["ApiKeyRepo", "BlobStore", "OAuthRepo", "OidcRepo", "ServerRepo", "Store", "TenantRepo", "UserRepo"]

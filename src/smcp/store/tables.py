@@ -201,6 +201,37 @@ oauth_signing_keys = sa.Table(
     sa.Column("created_at", UTCDateTime(), nullable=False),
 )
 
+# -- upstream OpenID Connect login (migration 0004) ------------------------------------------
+# Which upstream identity (issuer, sub) is which SMCP user. A user has at most one subject
+# per issuer, so an email address reassigned at the provider cannot take over a linked user.
+user_identities = sa.Table(
+    "user_identities",
+    metadata,
+    sa.Column("issuer", sa.String(1024), primary_key=True),
+    sa.Column("subject", sa.String(255), primary_key=True),
+    sa.Column("user_id", sa.String(32), sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("email", sa.String(320), nullable=True),  # as last seen, for operators
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("last_login_at", UTCDateTime(), nullable=False),
+    sa.UniqueConstraint("issuer", "user_id", name="uq_user_identities_issuer_user"),
+    sa.Index("ix_user_identities_user_id", "user_id"),
+)
+
+# Upstream logins in flight: what the callback needs, keyed by a hash of `state`. Each row
+# is taken (deleted) by the first callback that presents its state, so it works once.
+oidc_logins = sa.Table(
+    "oidc_logins",
+    metadata,
+    sa.Column("state_hash", sa.String(64), primary_key=True),
+    sa.Column("browser_hash", sa.String(64), nullable=False),  # the browser-binding cookie, hashed
+    sa.Column("nonce", sa.String(128), nullable=False),
+    sa.Column("code_verifier", sa.String(128), nullable=False),
+    sa.Column("request", sa.Text(), nullable=False),  # the signed SMCP authorization request
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("expires_at", UTCDateTime(), nullable=False),
+    sa.Index("ix_oidc_logins_expires_at", "expires_at"),
+)
+
 # -- secrets (migration 0002): envelope-encrypted tenant secrets; see smcp.secrets -----------
 secrets = sa.Table(
     "secrets",

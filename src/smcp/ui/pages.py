@@ -31,6 +31,7 @@ input[type=text],input[type=password]{width:100%;padding:.5rem;box-sizing:border
 .row{display:flex;gap:.8rem;margin-top:1.4rem}button{padding:.6rem 1.2rem;border-radius:8px;border:1px solid #888;cursor:pointer}
 button.primary{background:#0a66c2;color:#fff;border-color:#0a66c2}.warn{background:#fff4e5;padding:.6rem;border-radius:8px}
 .error{background:#fdecea;padding:.6rem;border-radius:8px}code{font-size:.9em}
+.or{color:#666;text-align:center;margin:1.2rem 0 0}
 """
 
 
@@ -55,6 +56,8 @@ class RequestView:
     server: str
     resource: str
     scopes: tuple[str, ...]
+    # The upstream OpenID provider's display name, when upstream login is configured.
+    upstream_login: str | None = None
 
 
 _SCOPE_TEXT = {
@@ -87,7 +90,7 @@ def login_page(view: RequestView, request_token: str, csrf: str, *, error: str |
     err = f'<p class=error role=alert>{escape(error)}</p>' if error else ""
     body = (
         f"<h1>Sign in to SMCP</h1><p>{escape(view.client_name)} wants to connect to "
-        f"<b>{escape(view.tenant)}/{escape(view.server)}</b>.</p>{err}"
+        f"<b>{escape(view.tenant)}/{escape(view.server)}</b>.</p>{err}{_upstream(view, request_token, csrf)}"
         '<form method=post action="/oauth/login">'
         f"{_hidden(request_token, csrf)}"
         '<label for=u>User name</label><input id=u type=text name=username autocomplete=username required autofocus>'
@@ -95,6 +98,19 @@ def login_page(view: RequestView, request_token: str, csrf: str, *, error: str |
         '<div class=row><button class=primary type=submit>Sign in</button></div></form>'
     )
     return _page("Sign in", body, status)
+
+
+def _upstream(view: RequestView, request_token: str, csrf: str) -> str:
+    # A form, not a link: starting an upstream login takes the same CSRF proof as the
+    # password form, so another site cannot start one in the user's name.
+    if not view.upstream_login:
+        return ""
+    return (
+        '<form method=post action="/oauth/oidc/start">'
+        f"{_hidden(request_token, csrf)}"
+        f'<div class=row><button class=primary type=submit>Sign in with {escape(view.upstream_login)}</button></div>'
+        "</form><p class=or>or with a user name and password</p>"
+    )
 
 
 def _is_loopback(uri: str) -> bool:
