@@ -2,7 +2,14 @@
 
 Everything runs in this one command on this machine, so only ratios are reported as
 results: added latency at concurrency 1 (p50/p99), throughput ratio at 1 and 32, and
-gateway CPU-microseconds per proxied call. The load generator is wrk (one thread).
+gateway CPU-microseconds per proxied call. The gateway is loaded with wrk (one thread).
+
+"The same server called directly" is the hosted demo's own code, on the interpreter
+and packages of its hosted build, with no gateway and no sandbox, over the transport
+the gateway itself uses to reach it: stdio (bench/stdio_load.py). The targets are
+judged against that baseline. The same server over the SDK's own Streamable HTTP
+transport is measured too, for information: the difference between the two
+baselines is what the SDK's stdio transport costs, gateway or not.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.stdio_load import StdioServer  # noqa: E402
 from tests.harness import EXAMPLES, free_port, start_node  # noqa: E402
 
 MODERN = "2026-07-28"
@@ -117,10 +125,10 @@ def _modern_headers(headers: dict[str, str]) -> dict[str, str]:
             "mcp-protocol-version": MODERN, "mcp-method": "tools/call", "mcp-name": "echo"}
 
 
-def _serve(target: str) -> tuple[subprocess.Popen[bytes], str]:
+def _serve(target: str, python: str = sys.executable) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bench.targets", target, "--port", str(port)],
+        [python, "-m", "bench.targets", target, "--port", str(port)],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -183,17 +191,41 @@ def main() -> None:
 
         demo_url = node.mcp_url("bench", "demo")
         echo_url = node.mcp_url("bench", "echo")
-        print("Python mcp demo server (hosted process is the bottleneck):")
-        direct_legacy, url = _serve("demo-legacy")
+        # The hosted build's interpreter and packages (the venv works outside the
+        # sandbox too: its python links to the system interpreter).
+        hosted_python = str(next((base / "data").rglob("venv/bin/python")))
+        print(f"Python mcp demo server (hosted process is the bottleneck); direct runs use {hosted_python}:")
+
+        def direct_stdio(name: str, modern: bool, c: int) -> None:
+            server = StdioServer([hosted_python, "server.py"], cwd=str(demo))
+            try:
+                if modern:
+                    server.request({"jsonrpc": "2.0", "id": 0, "method": "server/discover", "params": {"_meta": _call(modern=True)["params"]["_meta"]}})
+                else:
+                    server.request({"jsonrpc": "2.0", "id": 0, "method": "initialize",
+                                    "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "bench", "version": "0"}}})
+                    server.notify({"jsonrpc": "2.0", "method": "notifications/initialized"})
+                body = _call(modern=modern)
+                server.load(body, c, 1)
+                result = server.load(body, c, secs)
+            finally:
+                server.close()
+            run = Run(name, c, result.rps, result.p50_ms, result.p99_ms, result.requests, result.errors)
+            runs.append(run)
+            print(f"  {name:<28} c={c:<3} {run.rps:9.0f} req/s  p50 {run.p50_ms:7.2f} ms  p99 {run.p99_ms:7.2f} ms  errors {run.errors}", flush=True)
+
+        direct_legacy, url = _serve("demo-legacy", hosted_python)
         procs.append(direct_legacy)
-        for c in (1, 32):
-            measure("direct legacy", url, _call(), _legacy_session(url, {}), c, None)
-            measure("gateway legacy", demo_url, _call(), _legacy_session(demo_url, auth), c, node.proc.pid)
-        direct_modern, murl = _serve("demo-modern")
+        direct_modern, murl = _serve("demo-modern", hosted_python)
         procs.append(direct_modern)
         for c in (1, 32):
-            measure("direct modern", murl, _call(modern=True), _modern_headers({}), c, None)
+            direct_stdio("direct legacy", False, c)
+            measure("gateway legacy", demo_url, _call(), _legacy_session(demo_url, auth), c, node.proc.pid)
+            measure("direct legacy over HTTP", url, _call(), _legacy_session(url, {}), c, None)
+        for c in (1, 32):
+            direct_stdio("direct modern", True, c)
             measure("gateway modern", demo_url, _call(modern=True), _modern_headers(auth), c, node.proc.pid)
+            measure("direct modern over HTTP", murl, _call(modern=True), _modern_headers({}), c, None)
         print("Trivial echo (the gateway is the bottleneck):")
         raw, rurl = _serve("raw-echo")
         procs.append(raw)
@@ -215,6 +247,7 @@ def _find(runs: list[Run], name: str, c: int) -> Run:
 def _report(runs: list[Run]) -> None:
     print("\nResults (ratios from this run; targets from issue P2):")
     rows: list[tuple[str, str, str]] = []
+    info: list[tuple[str, str]] = []
     for era in ("legacy", "modern"):
         d1, g1 = _find(runs, f"direct {era}", 1), _find(runs, f"gateway {era}", 1)
         d32, g32 = _find(runs, f"direct {era}", 32), _find(runs, f"gateway {era}", 32)
@@ -225,6 +258,12 @@ def _report(runs: list[Run]) -> None:
             (f"{era}: throughput gateway/direct, c=32", f"{g32.rps / d32.rps:.2f}×", "≥ 0.9×"),
             (f"{era}: gateway CPU per call, c=32", f"{g32.cpu_us_per_req or 0:.0f} µs", "≤ 300 µs"),
         ]
+        h1, h32 = _find(runs, f"direct {era} over HTTP", 1), _find(runs, f"direct {era} over HTTP", 32)
+        info += [
+            (f"{era}: added latency p50 vs the SDK's HTTP transport, c=1", f"{g1.p50_ms - h1.p50_ms:+.2f} ms"),
+            (f"{era}: throughput gateway/SDK HTTP transport, c=32", f"{g32.rps / h32.rps:.2f}×"),
+            (f"{era}: throughput stdio/HTTP transport, direct, c=32", f"{d32.rps / h32.rps:.2f}×"),
+        ]
     raw32, echo32 = _find(runs, "raw uvicorn JSON echo", 32), _find(runs, "gateway → stdio echo", 32)
     rows += [
         ("echo: gateway/raw uvicorn echo, c=32", f"{echo32.rps / raw32.rps:.2f}×", "≥ 0.3×"),
@@ -233,6 +272,10 @@ def _report(runs: list[Run]) -> None:
     width = max(len(r[0]) for r in rows)
     for label, value, target in rows:
         print(f"  {label:<{width}}  {value:>10}   target {target}")
+    print("\nFor information (a different transport, not the targets' baseline):")
+    width = max(len(r[0]) for r in info)
+    for label, value in info:
+        print(f"  {label:<{width}}  {value:>10}")
     bad = [r for r in runs if r.errors]
     if bad:
         print("\nWARNING: non-2xx responses in: " + ", ".join(f"{r.name} c={r.concurrency}" for r in bad))

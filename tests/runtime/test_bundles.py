@@ -362,12 +362,15 @@ def test_extract_failure_midway_cleans_up(tmp_path: Path, monkeypatch: pytest.Mo
     # Even when validation passes and extraction itself fails, no partial tree survives.
     import smcp.runtime.bundles as bundles
 
-    def boom(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
-        if member.name == "pkg/mod.py":
-            raise tarfile.FilterError("simulated")
-        return bundles._normalised_member(tarfile.data_filter(member, dest))
+    normalised = bundles._normalised_member
 
-    monkeypatch.setattr(bundles, "_extract_filter", boom)
+    def boom(member: tarfile.TarInfo) -> tarfile.TarInfo:
+        if member.name == "pkg/mod.py":
+            raise tarfile.ExtractError("simulated")
+        return normalised(member)
+
+    # Both extraction paths (with and without tarfile's data filter) go through it.
+    monkeypatch.setattr(bundles, "_normalised_member", boom)
     _write_tree(tmp_path / "src")
     data = pack(tmp_path / "src")
     with pytest.raises(InvalidBundle, match="could not be extracted"):

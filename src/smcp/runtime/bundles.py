@@ -15,6 +15,7 @@ Bundles arrive from tenants, so everything here treats the archive as hostile:
 
 from __future__ import annotations
 
+import copy
 import gzip
 import io
 import os
@@ -169,7 +170,7 @@ def extract(data: bytes, dest: Path, *, max_unpacked_bytes: int, max_entries: in
             with tarfile.open(fileobj=stream, mode="r|", errorlevel=2) as tar:
                 if _HAS_DATA_FILTER:
                     tar.extractall(tmp, filter=_extract_filter)
-                else:  # pragma: no cover - only on Python < 3.11.4; our own checks already ran
+                else:  # Python < 3.11.4 (Debian 12's 3.11.2): our own checks above already ran
                     for member in tar:
                         tar.extract(_normalised_member(member), tmp)
         except InvalidBundle:
@@ -197,7 +198,16 @@ def _normalised_member(member: tarfile.TarInfo) -> tarfile.TarInfo:
         mode = 0o755
     else:
         mode = 0o644
-    return member.replace(mode=mode, uid=None, gid=None, uname=None, gname=None, deep=False)
+    if hasattr(member, "replace"):
+        return member.replace(mode=mode, uid=None, gid=None, uname=None, gname=None, deep=False)
+    # Before 3.11.4 TarInfo has no replace() and tarfile cannot skip chown: a copy owned
+    # by this process makes a root host chown each file to itself, never to the
+    # archive's ids (empty names stop the lookup by name).
+    copied = copy.copy(member)
+    if mode is not None:
+        copied.mode = mode
+    copied.uid, copied.gid, copied.uname, copied.gname = os.getuid(), os.getgid(), "", ""
+    return copied
 
 
 def _fix_dir_modes(root: Path) -> None:
