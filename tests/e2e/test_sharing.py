@@ -10,6 +10,7 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
 from tests.conftest import Hosted
+from tests.e2e.probe_client import ProbeSession
 from tests.harness import EXAMPLES, Node
 
 
@@ -129,3 +130,45 @@ def test_shared_session_survives_a_node_restart() -> None:
         import shutil
 
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def shared_probe(node: Node, tmp_path_factory: pytest.TempPathFactory) -> Hosted:
+    src = tmp_path_factory.mktemp("sp") / "probe"
+    shutil.copytree(EXAMPLES / "probe", src)
+    spec = (src / "smcp.toml").read_text().replace('sharing = "per-session"', 'sharing = "shared"').replace('name = "probe"', 'name = "probe-shared"')
+    (src / "smcp.toml").write_text(spec)
+    node.create_tenant("logs")
+    r = node.deploy("logs", src)
+    assert r.status_code == 201, r.text
+    return Hosted("logs", "probe-shared", node.create_key("logs")["token"], r.json()["url"])
+
+
+def _logs(messages: list[dict]) -> list[str]:
+    return [m["params"]["level"] for m in messages if m.get("method") == "notifications/message"]
+
+
+def test_log_level_is_per_session_on_a_shared_instance(shared_probe: Hosted) -> None:
+    quiet, chatty = ProbeSession(shared_probe), ProbeSession(shared_probe)
+    r, messages = quiet.rpc("logging/setLevel", {"level": "warning"})
+    assert messages[-1]["result"] == {}
+    r, messages = chatty.rpc("logging/setLevel", {"level": "debug"})
+    assert messages[-1]["result"] == {}
+
+    # The quiet session is not given info logs, though the shared process sends them...
+    r, messages = quiet.rpc("tools/call", {"name": "notify", "arguments": {"n": 2, "level": "info"}})
+    assert _logs(messages) == []
+    # ...because the process logs as verbosely as its most verbose session wants.
+    assert '"server_level": "debug"' in messages[-1]["result"]["content"][0]["text"]
+    r, messages = quiet.rpc("tools/call", {"name": "notify", "arguments": {"n": 2, "level": "error"}})
+    assert _logs(messages) == ["error", "error"]
+    r, messages = chatty.rpc("tools/call", {"name": "notify", "arguments": {"n": 2, "level": "debug"}})
+    assert _logs(messages) == ["debug", "debug"]
+
+
+def test_log_level_must_be_a_known_level(shared_probe: Hosted) -> None:
+    session = ProbeSession(shared_probe)
+    for bad in ("verbose", 3, None):
+        r, messages = session.rpc("logging/setLevel", {"level": bad})
+        assert messages[-1]["error"]["code"] == -32602, messages
+        assert "level must be one of debug" in messages[-1]["error"]["message"]

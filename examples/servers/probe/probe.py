@@ -175,14 +175,22 @@ def sleep(seconds: float) -> dict[str, Any]:
     return {"slept": seconds}
 
 
-def notify(n: int) -> dict[str, Any]:
+LOGGING: dict[str, Any] = {"level": None}  # what logging/setLevel last asked of this process
+
+
+def notify(n: int, level: str = "info") -> dict[str, Any]:
     for i in range(n):
         send({
             "jsonrpc": "2.0",
             "method": "notifications/message",
-            "params": {"level": "info", "logger": "probe", "data": f"message {i + 1} of {n}"},
+            "params": {"level": level, "logger": "probe", "data": f"message {i + 1} of {n}"},
         })
-    return {"sent": n}
+    return {"sent": n, "server_level": LOGGING["level"]}
+
+
+def set_level(params: dict[str, Any]) -> dict[str, Any]:
+    LOGGING["level"] = params.get("level")
+    return {}
 
 
 def big(nbytes: int) -> str:
@@ -363,7 +371,7 @@ TOOLS: dict[str, tuple[Callable[..., Any], str, dict[str, Any]]] = {
     "stderr": (stderr, "Write text to stderr, lines times.", _schema(text="string", lines="integer?")),
     "crash": (crash, "Exit immediately with the given code, without replying.", _schema(code="integer?")),
     "sleep": (sleep, "Sleep, then reply.", _schema(seconds="number")),
-    "notify": (notify, "Send n log notifications, then reply.", _schema(n="integer")),
+    "notify": (notify, "Send n log notifications (at a level, info by default), then reply.", _schema(n="integer", level="string?")),
     "big": (big, "Reply with a text of exactly nbytes bytes.", _schema(nbytes="integer")),
     "ask_roots": (ask_roots, "Ask the client for its roots and return its response.", _schema(timeout="number?")),
     "fork_bomb": (fork_bomb, "Fork up to n short-lived children; report how many started.", _schema(n="integer", hold="number?")),
@@ -398,7 +406,7 @@ def initialize(params: dict[str, Any]) -> dict[str, Any]:
     asked = params.get("protocolVersion")
     return {
         "protocolVersion": asked if asked in SUPPORTED_VERSIONS else SUPPORTED_VERSIONS[0],
-        "capabilities": {"tools": {}},
+        "capabilities": {"tools": {}, "logging": {}},
         "serverInfo": SERVER_INFO,
     }
 
@@ -417,6 +425,7 @@ METHODS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "ping": lambda _params: {},
     "tools/list": list_tools,
     "tools/call": call_tool,
+    "logging/setLevel": set_level,
 }
 
 

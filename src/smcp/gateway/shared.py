@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from smcp.gateway.upstream import BACKEND_VERSION, SharedUpstream
-from smcp.protocol import jsonrpc
+from smcp.protocol import jsonrpc, loglevels
 from smcp.protocol.headers import LEGACY_VERSIONS
 from smcp.runtime.interface import ChannelClosed, ClosedHandler, LostHandler, MessageHandler
 
@@ -44,6 +44,7 @@ class SharedChannel:
         self._asked: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.subscriptions: set[str] = set()
+        self.log_rank = 0  # every level, until the session asks for less
         self._closed = False
 
     @property
@@ -68,8 +69,7 @@ class SharedChannel:
         elif method == "initialize":
             await self._initialize(message)
         elif method == "logging/setLevel":
-            # The instance's level is shared; each session's choice is kept here.
-            self._reply(message["id"], _EMPTY_RESULT)
+            await self._set_level(message)
         elif method == "ping" and self._upstream.era == "modern":
             self._reply(message["id"], _EMPTY_RESULT)  # the modern era has no ping
         elif method in ("resources/subscribe", "resources/unsubscribe"):
@@ -80,6 +80,18 @@ class SharedChannel:
             key = orjson.dumps(message["id"])
             gid = await self._upstream.send(message, self._from_upstream(key), modern=False, owner=self)
             self._inflight[key] = gid
+
+    async def _set_level(self, message: dict[str, Any]) -> None:
+        # The instance's level is shared: it is set to the most verbose level any
+        # session wants, and each session's own choice filters what it is given.
+        params = message.get("params")
+        rank = loglevels.rank(params.get("level")) if isinstance(params, dict) else None
+        if rank is None:
+            self._error(message["id"], jsonrpc.INVALID_PARAMS, f"level must be one of {', '.join(loglevels.LEVELS)}")
+            return
+        self.log_rank = rank
+        await self._upstream.want_logs(rank)
+        self._reply(message["id"], _EMPTY_RESULT)
 
     async def _initialize(self, message: dict[str, Any]) -> None:
         await self._upstream.ensure()

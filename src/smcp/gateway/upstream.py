@@ -19,7 +19,7 @@ import orjson
 
 from smcp import __version__
 from smcp.domain import Revision
-from smcp.protocol import jsonrpc
+from smcp.protocol import jsonrpc, loglevels
 from smcp.protocol.modern import mirrored_params
 from smcp.runtime.interface import Channel, ChannelClosed, Runtime
 
@@ -37,6 +37,8 @@ class SessionPeer(Protocol):
 
     client_capabilities: dict[str, Any]
     subscriptions: set[str]
+    # The least severe log level the session asked for (logging/setLevel), as a rank.
+    log_rank: int
 
     def server_request(self, message: dict[str, Any]) -> None: ...
 
@@ -126,6 +128,8 @@ class SharedUpstream:
         # tool name → {header: property path}, learnt from tools/list results.
         self.mirrored: dict[str, dict[str, tuple[str, ...]]] = {}
         self._subscriptions: dict[str, int] = {}
+        # The level the instance was last set to: the most verbose any session wants.
+        self._log_rank: int | None = None
 
     @property
     def alive(self) -> bool:
@@ -256,6 +260,18 @@ class SharedUpstream:
         self._pending.pop(gid, None)
         self._tokens.pop(gid, None)
 
+    async def want_logs(self, rank: int) -> None:
+        """Make the shared instance log at least this verbosely; sessions filter for themselves."""
+        capabilities = (self.init_result or {}).get("capabilities")
+        if self.era != "legacy" or not isinstance(capabilities, dict) or "logging" not in capabilities:
+            return
+        if self._log_rank is not None and self._log_rank <= rank:
+            return
+        self._log_rank = rank
+        request = {"jsonrpc": "2.0", "id": None, "method": "logging/setLevel", "params": {"level": loglevels.LEVELS[rank]}}
+        with contextlib.suppress(ChannelClosed):
+            await self.send(request, lambda raw, final: None, modern=False)
+
     async def subscribe(self, uri: str) -> bool:
         """Reference-count resource subscriptions; True when the server must be told."""
         count = self._subscriptions.get(uri, 0)
@@ -304,8 +320,13 @@ class SharedUpstream:
             self._broadcast(message, lambda ch: uri in ch.subscriptions)
         elif method == "notifications/message":
             # Logs carry no request id; give them only to the caller whose request is
-            # the newest in flight, never to every session on the instance.
-            newest = self._newest_pending(lambda p: not p.modern)
+            # the newest in flight, never to every session on the instance, and only
+            # if that session's own level lets it through.
+            params = message.get("params")
+            level = loglevels.rank(params.get("level")) if isinstance(params, dict) else None
+            newest = self._newest_pending(
+                lambda p: not p.modern and p.owner is not None and (level is None or level >= p.owner.log_rank)
+            )
             if newest is not None:
                 newest.sink(raw, False)
 
@@ -390,6 +411,7 @@ class SharedUpstream:
     def _on_closed(self, why: str) -> None:
         self._channel = None
         self.init_result = None
+        self._log_rank = None
         # Sessions outlive the instance: the next request starts a new one.
         self._fail_all(f"MCP server instance closed: {why}")
 
