@@ -82,6 +82,7 @@ class Platform:
             runtime,
             revision_by_id=store.servers.get_revision,
             sealer=SessionSealer(session_key(settings), max_age_s=settings.session_max_age_s),
+            ended=store.ended_sessions,
         )
         await gateway.start()
         control = create_control_app(settings, store, runtime, vault)

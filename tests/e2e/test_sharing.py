@@ -121,10 +121,15 @@ def test_shared_session_survives_a_node_restart() -> None:
         r = httpx.post(node.mcp_url("restart", "demo"), json=call,
                        headers={**session_headers, "authorization": f"Bearer {other}"}, timeout=30)
         assert r.status_code == 404
-        # An ended session stays ended.
+        # An ended session stays ended, also for a node that never saw the DELETE
+        # (here: the same node restarted, its memory gone; the store remembers).
         assert httpx.delete(node.mcp_url("restart", "demo"), headers=session_headers, timeout=30).status_code == 204
         r = httpx.post(node.mcp_url("restart", "demo"), json=call, headers=session_headers, timeout=30)
         assert r.status_code == 404
+        assert node.stop() == 0
+        node = start_node(base / "data")
+        r = httpx.post(node.mcp_url("restart", "demo"), json=call, headers=session_headers, timeout=30)
+        assert r.status_code == 404, r.text
     finally:
         node.stop()
         import shutil

@@ -173,3 +173,26 @@ async def test_concurrent_tenant_creation_gets_distinct_uids(store: Store) -> No
     await asyncio.gather(*(store.tenants.create(n) for n in names))
     uids = [await store.tenants.sandbox_uid(n) for n in names]
     assert len(set(uids)) == 10
+
+
+async def test_ended_sessions_are_remembered_until_the_id_expires(store: Store) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from smcp.store import tables as t
+
+    soon = datetime.now(UTC) + timedelta(hours=1)
+    assert not await store.ended_sessions.ended("sid-a")
+    await store.ended_sessions.add("sid-a", soon)
+    await store.ended_sessions.add("sid-a", soon)  # a second DELETE of the same id is fine
+    assert await store.ended_sessions.ended("sid-a")
+    assert not await store.ended_sessions.ended("sid-b")
+    # Only a hash is stored, never the id (which is a bearer of routing state).
+    async with store.db.read() as conn:
+        rows = (await conn.execute(t.ended_sessions.select())).all()
+    assert len(rows) == 1 and rows[0].id_hash != "sid-a" and len(rows[0].id_hash) == 64
+    # An expired record no longer counts, and is swept by the next add.
+    await store.ended_sessions.add("sid-old", datetime.now(UTC) - timedelta(seconds=1))
+    assert not await store.ended_sessions.ended("sid-old")
+    await store.ended_sessions.add("sid-c", soon)
+    async with store.db.read() as conn:
+        assert len((await conn.execute(t.ended_sessions.select())).all()) == 2

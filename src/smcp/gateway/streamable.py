@@ -7,6 +7,8 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
 import orjson
 
@@ -40,6 +42,14 @@ log = logging.getLogger("smcp.gateway")
 Resolve = Callable[[str, str], Awaitable[Revision | None]]
 ResolveId = Callable[[str], Awaitable[Revision | None]]
 
+
+class EndedSessions(Protocol):
+    """Where every node records, and looks up, the session ids clients deleted."""
+
+    async def add(self, session_id: str, expires_at: datetime) -> None: ...
+
+    async def ended(self, session_id: str) -> bool: ...
+
 _NOT_FOUND = orjson.dumps({"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": "no such MCP server"}})
 
 
@@ -53,9 +63,12 @@ class Gateway:
         *,
         revision_by_id: ResolveId,
         sealer: SessionSealer,
+        ended: EndedSessions,
     ) -> None:
         self._revision_by_id = revision_by_id
         self._sealer = sealer
+        self._ended = ended
+        # Ids this node saw deleted, so it need not ask the store about them.
         self._terminated: dict[str, float] = {}
         self._pumps: set[asyncio.Task[None]] = set()
         self._s = settings
@@ -161,9 +174,10 @@ class Gateway:
         if session_id in self._terminated or self.sessions.full:
             return None
         state = self._sealer.open(session_id)
+        if state is None or await self._ended.ended(session_id):
+            return None
         if (
-            state is None
-            or state.get("p") != principal.subject
+            state.get("p") != principal.subject
             or state.get("t") != revision.tenant
             or state.get("s") != revision.server
             or state.get("m") == SharingMode.per_session.value
@@ -419,16 +433,17 @@ class Gateway:
             await _rpc_error(send, status, None, jsonrpc.INVALID_REQUEST, why)
             return
         await self._end_session(session, "closed by the client")
-        self._terminate(session.id)
+        await self._terminate(session.id)
         await respond(send, 204)
 
-    def _terminate(self, session_id: str) -> None:
-        # A sealed id stays decodable; remember the ones a client ended so they stay
-        # ended. Node-local for now: several nodes will need this in the shared store.
+    async def _terminate(self, session_id: str) -> None:
+        # A sealed id stays decodable until it expires: remember the ones a client
+        # ended, here and in the store every node reads, so they stay ended anywhere.
         now = time.monotonic()
         if len(self._terminated) > 100_000:
             self._terminated = {k: v for k, v in self._terminated.items() if v > now}
         self._terminated[session_id] = now + self._s.session_max_age_s
+        await self._ended.add(session_id, datetime.now(UTC) + timedelta(seconds=self._s.session_max_age_s))
 
 
 async def _rpc_error(send: Send, status: int, id: object, code: int, message: str) -> None:

@@ -17,6 +17,7 @@ from smcp.store.db import Database, create_engine, migrate
 from smcp.store.identity import OAuthRepo, UserRepo
 from smcp.store.oidc import OidcRepo
 from smcp.store.secrets import SecretRepo
+from smcp.store.sessions import EndedSessionRepo
 from smcp.store.servers import ServerRepo
 from smcp.store.tenants import TenantRepo
 
@@ -32,6 +33,7 @@ class Store:
         self.users = UserRepo(db)
         self.oauth = OAuthRepo(db)
         self.oidc = OidcRepo(db)
+        self.ended_sessions = EndedSessionRepo(db)
 
     @classmethod
     async def open(cls, settings: Settings) -> Store:

@@ -247,3 +247,12 @@ secrets = sa.Table(
     sa.UniqueConstraint("tenant_id", "name", "version", name="uq_secrets_tenant_name_version"),
     sa.Index("ix_secrets_kek_version", "kek_version"),
 )
+
+# -- ended sessions (migration 0005): session ids a client deleted; see store/sessions.py ----
+ended_sessions = sa.Table(
+    "ended_sessions",
+    metadata,
+    sa.Column("id_hash", sa.String(64), primary_key=True),  # sha256 of the sealed id
+    sa.Column("expires_at", UTCDateTime(), nullable=False),  # when the id itself expires
+    sa.Index("ix_ended_sessions_expires_at", "expires_at"),
+)
