@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     initialize_timeout_s: Annotated[float, Field(gt=0)] = 30.0
     # How long a subscriptions/listen stream may stay open before the gateway ends it.
     subscription_timeout_s: Annotated[float, Field(gt=0)] = 24 * 3600.0
+    # How long a legacy server's request to a modern caller (an input_required result;
+    # gateway/parking.py) waits for the caller's retry before both are given up.
+    input_request_timeout_s: Annotated[float, Field(gt=0)] = 300.0
     max_pending_per_session: Annotated[int, Field(ge=1)] = 64
     max_sessions: Annotated[int, Field(ge=1)] = 256
     session_idle_timeout_s: Annotated[float, Field(gt=0)] = 1800.0

@@ -159,3 +159,78 @@ def test_modern_requests_fail_cleanly_when_the_server_crashes(probe: Hosted) -> 
             break
         assert time.monotonic() < deadline, r.text
         time.sleep(0.3)
+
+
+def _messages(r: httpx.Response) -> list[dict[str, Any]]:
+    if r.headers.get("content-type", "").startswith("text/event-stream"):
+        import json
+
+        return [json.loads(line[5:]) for line in r.text.splitlines() if line.startswith("data:") and line[5:].strip()]
+    return [r.json()]
+
+
+def _ask_roots(probe: Hosted, id: str, capabilities: dict[str, Any], **params: Any) -> httpx.Response:
+    body = {"jsonrpc": "2.0", "id": id, "method": "tools/call",
+            "params": {"name": "ask_roots", "arguments": {"timeout": 20}, "_meta": _meta(**{"io.modelcontextprotocol/clientCapabilities": capabilities}), **params}}
+    return _post(probe, body, mcp_name="ask_roots")
+
+
+def test_a_legacy_servers_request_reaches_a_modern_caller_as_input_required(probe: Hosted) -> None:
+    # The probe is a handshake-era server: mid-call it asks its client for roots and
+    # waits. A modern caller is asked by an input_required result instead...
+    r = _ask_roots(probe, "r1", {"roots": {}})
+    assert r.status_code == 200, r.text
+    result = _messages(r)[-1]["result"]
+    assert result["resultType"] == "input_required", result
+    (key, asked), = result["inputRequests"].items()
+    assert asked["method"] == "roots/list"
+    state = result["requestState"]
+    # ...and answers by sending the request again with its response: the server gets
+    # the answer, and the retry gets the call's own result.
+    roots = {"roots": [{"uri": "file:///work", "name": "work"}]}
+    r = _ask_roots(probe, "r2", {"roots": {}}, inputResponses={key: roots}, requestState=state)
+    assert r.status_code == 200, r.text
+    final = _messages(r)[-1]
+    assert final["id"] == "r2"
+    assert "file:///work" in final["result"]["content"][0]["text"], final
+    # The state works once.
+    r = _ask_roots(probe, "r3", {"roots": {}}, inputResponses={key: roots}, requestState=state)
+    assert r.status_code == 400
+    assert r.json()["error"]["code"] == -32602 and "requestState" in r.json()["error"]["message"]
+
+
+def test_a_modern_caller_without_the_capability_is_not_asked(probe: Hosted) -> None:
+    r = _ask_roots(probe, "n1", {})
+    final = _messages(r)[-1]
+    assert final["result"].get("resultType") != "input_required"
+    assert final["result"]["isError"] is True  # the server heard "not available" and failed the call
+
+
+def test_another_callers_request_state_is_refused(node: Any, probe: Hosted) -> None:
+    r = _ask_roots(probe, "o1", {"roots": {}})
+    result = _messages(r)[-1]["result"]
+    assert result["resultType"] == "input_required"
+    other = Hosted(probe.tenant, probe.server, node.create_key(probe.tenant, "another")["token"], probe.url)
+    r = _ask_roots(other, "o2", {"roots": {}}, inputResponses={"smcp": {"roots": []}}, requestState=result["requestState"])
+    assert r.status_code == 400, r.text
+    # The rightful caller still can.
+    r = _ask_roots(probe, "o3", {"roots": {}}, inputResponses={"smcp": {"roots": []}}, requestState=result["requestState"])
+    assert r.status_code == 200 and "response" in _messages(r)[-1]["result"]["content"][0]["text"]
+
+
+@pytest.mark.asyncio
+async def test_sdk_modern_client_answers_a_legacy_servers_roots_request(probe: Hosted) -> None:
+    from mcp import types
+
+    asked: list[bool] = []
+
+    async def list_roots(_context: Any) -> types.ListRootsResult:
+        asked.append(True)
+        return types.ListRootsResult(roots=[types.Root(uri="file:///from-the-sdk", name="sdk")])
+
+    http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {probe.key}"}, timeout=30)
+    async with Client(streamable_http_client(probe.url, http_client=http), mode=MODERN, list_roots_callback=list_roots) as client:
+        result = await client.call_tool("ask_roots", {"timeout": 20})
+    assert asked == [True]
+    assert not result.is_error, result
+    assert "file:///from-the-sdk" in result.content[0].text

@@ -15,6 +15,7 @@ import orjson
 
 from smcp.config import Settings
 from smcp.domain import Principal, Revision
+from smcp.gateway import parking
 from smcp.gateway.asgi import Receive, Send, respond, start_stream, stream_chunk
 from smcp.gateway.relay import Item, Mailbox, relay, watch_disconnect
 from smcp.gateway.upstream import SharedUpstream, UpstreamPool, to_modern_result
@@ -76,7 +77,7 @@ class ModernEndpoint:
         if method == "subscriptions/listen":
             await self._listen(receive, send, message, upstream)
             return
-        await self._forward(receive, send, message, upstream)
+        await self._forward(receive, send, message, upstream, caller=principal.subject)
 
     async def _check_params(
         self, message: jsonrpc.Message, headers: dict[str, str], upstream: SharedUpstream
@@ -119,11 +120,31 @@ class ModernEndpoint:
         return orjson.dumps({"jsonrpc": "2.0", "id": message.id, "result": result})
 
     async def _forward(
-        self, receive: Receive, send: Send, message: jsonrpc.Message, upstream: SharedUpstream, *, keep_open: bool = False
+        self,
+        receive: Receive,
+        send: Send,
+        message: jsonrpc.Message,
+        upstream: SharedUpstream,
+        *,
+        keep_open: bool = False,
+        caller: str | None = None,
     ) -> None:
+        """Relay one request. `caller` is given on a bridged (legacy) instance, whose
+        requests to the client come back to it as input_required results."""
         queue = Mailbox()
+        sink = lambda raw, final: queue.put_nowait((raw, final))  # noqa: E731
+        params = message.body.get("params")
+        state = params.get("requestState") if isinstance(params, dict) else None
         try:
-            gid = await upstream.send(message.body, lambda raw, final: queue.put_nowait((raw, final)), modern=True)
+            if caller is not None and isinstance(state, str) and state.startswith(parking.PREFIX):
+                resumed = await upstream.resume(state, caller, message.body, sink)
+                if resumed is None:
+                    text = "requestState is unknown or has expired; send the request again without it"
+                    await respond(send, 400, jsonrpc.error(message.id, jsonrpc.INVALID_PARAMS, text))
+                    return
+                gid = resumed
+            else:
+                gid = await upstream.send(message.body, sink, modern=True, caller=caller)
         except ChannelClosed as exc:
             await respond(send, 503, jsonrpc.error(message.id, jsonrpc.INTERNAL_ERROR, f"MCP server unavailable: {exc}"))
             return

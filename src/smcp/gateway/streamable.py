@@ -77,7 +77,9 @@ class Gateway:
         self._runtime = runtime
         self._guard = Guard(settings)
         self.sessions = SessionTable(settings.max_sessions)
-        self._upstreams = UpstreamPool(runtime, init_timeout_s=settings.initialize_timeout_s)
+        self._upstreams = UpstreamPool(
+            runtime, init_timeout_s=settings.initialize_timeout_s, input_timeout_s=settings.input_request_timeout_s
+        )
         self._modern = ModernEndpoint(settings, self._upstreams)
         self._reaper: asyncio.Task[None] | None = None
 

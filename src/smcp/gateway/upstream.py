@@ -19,6 +19,8 @@ import orjson
 
 from smcp import __version__
 from smcp.domain import Revision
+from smcp.gateway import parking
+from smcp.gateway.parking import ParkingLot
 from smcp.protocol import jsonrpc, loglevels
 from smcp.protocol.modern import mirrored_params
 from smcp.runtime.interface import Channel, ChannelClosed, Runtime
@@ -52,6 +54,7 @@ MODERN_VERSION = "2026-07-28"
 SUBSCRIPTION_META = "io.modelcontextprotocol/subscriptionId"
 # Everything a legacy client may offer; whether a given caller did is checked per request.
 _BACKEND_CAPABILITIES = {"sampling": {}, "elicitation": {}, "roots": {"listChanged": True}}
+_CLIENT_CAPABILITIES = "io.modelcontextprotocol/clientCapabilities"
 _MODERN_META = frozenset(
     {
         "io.modelcontextprotocol/protocolVersion",
@@ -85,10 +88,19 @@ def to_modern_result(method: str | None, result: dict[str, Any]) -> None:
 
 
 class UpstreamRequest:
-    __slots__ = ("client_id", "method", "modern", "owner", "sink", "token")
+    __slots__ = ("caller", "capabilities", "client_id", "method", "modern", "owner", "sink", "token")
 
     def __init__(
-        self, client_id: Any, token: Any, method: str | None, sink: Sink, *, modern: bool, owner: SessionPeer | None
+        self,
+        client_id: Any,
+        token: Any,
+        method: str | None,
+        sink: Sink,
+        *,
+        modern: bool,
+        owner: SessionPeer | None,
+        caller: str | None = None,
+        capabilities: dict[str, Any] | None = None,
     ) -> None:
         self.client_id = client_id
         self.token = token
@@ -96,6 +108,9 @@ class UpstreamRequest:
         self.sink = sink
         self.modern = modern
         self.owner = owner
+        # A modern caller (no session): who it is and what it declared in its _meta.
+        self.caller = caller
+        self.capabilities = capabilities
 
 
 class SharedUpstream:
@@ -108,7 +123,14 @@ class SharedUpstream:
     """
 
     def __init__(
-        self, runtime: Runtime, revision: Revision, *, key: str, init_timeout_s: float, prefer_modern: bool = False
+        self,
+        runtime: Runtime,
+        revision: Revision,
+        *,
+        key: str,
+        init_timeout_s: float,
+        prefer_modern: bool = False,
+        input_timeout_s: float = 300.0,
     ) -> None:
         self._runtime = runtime
         self.revision = revision
@@ -130,6 +152,8 @@ class SharedUpstream:
         self._subscriptions: dict[str, int] = {}
         # The level the instance was last set to: the most verbose any session wants.
         self._log_rank: int | None = None
+        self._lot = ParkingLot(input_timeout_s, self._input_expired)
+        self._tasks: set[asyncio.Task[None]] = set()
 
     @property
     def alive(self) -> bool:
@@ -215,14 +239,23 @@ class SharedUpstream:
         await channel.send(b'{"jsonrpc":"2.0","method":"notifications/initialized"}')
 
     async def send(
-        self, body: dict[str, Any], sink: Sink, *, modern: bool, owner: SessionPeer | None = None
+        self,
+        body: dict[str, Any],
+        sink: Sink,
+        *,
+        modern: bool,
+        owner: SessionPeer | None = None,
+        caller: str | None = None,
     ) -> str:
         """Forward one caller request under a gateway id; answers go to `sink`."""
         await self.ensure()
         gid = self.next_id("g")
         params = body.get("params")
         token = None
+        capabilities = None
         if isinstance(params, dict) and isinstance(params.get("_meta"), dict):
+            declared = params["_meta"].get(_CLIENT_CAPABILITIES)
+            capabilities = declared if isinstance(declared, dict) else None
             # To a handshake-era instance the per-request envelope belongs to the
             # gateway's side of the bridge (a dual-era SDK server refuses it there).
             meta = {
@@ -233,7 +266,9 @@ class SharedUpstream:
                 meta["progressToken"] = gid
             params = {**params, "_meta": meta} if meta else {k: v for k, v in params.items() if k != "_meta"}
             body = {**body, "params": params}
-        pending = UpstreamRequest(body.get("id"), token, body.get("method"), sink, modern=modern, owner=owner)
+        pending = UpstreamRequest(
+            body.get("id"), token, body.get("method"), sink, modern=modern, owner=owner, caller=caller, capabilities=capabilities
+        )
         self._pending[gid] = pending
         if token is not None:
             self._tokens[gid] = pending
@@ -257,8 +292,47 @@ class SharedUpstream:
             await self.write({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": gid, "reason": reason}})
 
     def done(self, gid: str) -> None:
+        if self._lot.holds(gid):
+            return  # parked: its caller's retry takes it back (or it expires)
         self._pending.pop(gid, None)
         self._tokens.pop(gid, None)
+
+    async def resume(self, state: str, caller: str, body: dict[str, Any], sink: Sink) -> str | None:
+        """Take back a request parked for the caller's input (parking.py): the caller's
+        answer goes to the instance, and the rest of the request to `sink`. None when
+        the state is not one this node holds for this caller."""
+        parked = self._lot.take(state, caller)
+        pending = self._pending.get(parked.gid) if parked is not None else None
+        if parked is None or pending is None:
+            return None
+        pending.sink = sink
+        pending.client_id = body.get("id")
+        params = body.get("params") if isinstance(body.get("params"), dict) else {}
+        responses = params.get("inputResponses") if isinstance(params.get("inputResponses"), dict) else {}
+        answer = responses.get(parking.KEY)
+        if isinstance(answer, dict):
+            reply: dict[str, Any] = {"jsonrpc": "2.0", "id": parked.server_id, "result": answer}
+        else:
+            reply = {"jsonrpc": "2.0", "id": parked.server_id,
+                     "error": {"code": jsonrpc.INVALID_PARAMS, "message": "the client sent no response to this request"}}
+        try:
+            await self.write(reply)
+        except ChannelClosed:
+            self.done(parked.gid)
+            raise
+        return parked.gid
+
+    def _input_expired(self, parked: parking.Parked) -> None:
+        async def give_up() -> None:
+            reply = jsonrpc.error(parked.server_id, jsonrpc.INTERNAL_ERROR, "the client did not answer in time")
+            with contextlib.suppress(ChannelClosed):
+                if self._channel is not None:
+                    await self._channel.send(reply)
+            await self.cancel(parked.gid, "the client did not answer the server's request in time")
+
+        task = asyncio.get_running_loop().create_task(give_up())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def want_logs(self, rank: int) -> None:
         """Make the shared instance log at least this verbosely; sessions filter for themselves."""
@@ -363,19 +437,34 @@ class SharedUpstream:
         needed = {"sampling/createMessage": "sampling", "elicitation/create": "elicitation", "roots/list": "roots"}.get(
             method or ""
         )
-        newest = self._newest_pending(
-            lambda p: p.owner is not None and (needed is None or needed in p.owner.client_capabilities)
-        )
-        if newest is not None and newest.owner is not None:
-            newest.owner.server_request(message)
+        def declared(p: UpstreamRequest) -> bool:
+            if p.owner is not None:
+                return needed is None or needed in p.owner.client_capabilities
+            # A modern caller is asked through an input_required result.
+            return self.era == "legacy" and p.caller is not None and p.capabilities is not None and (
+                needed is None or needed in p.capabilities
+            )
+
+        found = self._newest_pending_item(declared)
+        if found is not None:
+            gid, newest = found
+            if newest.owner is not None:
+                newest.owner.server_request(message)
+            elif newest.caller is not None:
+                token = self._lot.park(gid, message["id"], newest.caller)
+                newest.sink(orjson.dumps(parking.input_required(newest.client_id, message, token)), True)
             return
         reply = jsonrpc.error(message["id"], jsonrpc.METHOD_NOT_FOUND, f"{method} is not available to this request")
         asyncio.get_running_loop().create_task(self._quiet_send(reply))
 
     def _newest_pending(self, accept: Callable[[UpstreamRequest], bool]) -> UpstreamRequest | None:
-        for pending in reversed(self._pending.values()):
-            if pending.method != "initialize" and accept(pending):
-                return pending
+        found = self._newest_pending_item(accept)
+        return found[1] if found is not None else None
+
+    def _newest_pending_item(self, accept: Callable[[UpstreamRequest], bool]) -> tuple[str, UpstreamRequest] | None:
+        for gid, pending in reversed(self._pending.items()):
+            if pending.method != "initialize" and not self._lot.holds(gid) and accept(pending):
+                return gid, pending
         return None
 
     def _broadcast(self, message: dict[str, Any], want: Callable[[SessionPeer], bool]) -> None:
@@ -400,6 +489,7 @@ class SharedUpstream:
                     self.mirrored[tool["name"]] = mirrored_params(tool)
 
     def _fail_all(self, why: str) -> None:
+        self._lot.clear()
         pending, self._pending = self._pending, {}
         self._tokens.clear()
         for request in pending.values():
@@ -419,9 +509,10 @@ class SharedUpstream:
 class UpstreamPool:
     """Shared upstreams by key: per revision (`shared`) or per revision and principal."""
 
-    def __init__(self, runtime: Runtime, *, init_timeout_s: float) -> None:
+    def __init__(self, runtime: Runtime, *, init_timeout_s: float, input_timeout_s: float = 300.0) -> None:
         self._runtime = runtime
         self._init_timeout_s = init_timeout_s
+        self._input_timeout_s = input_timeout_s
         self._upstreams: dict[str, SharedUpstream] = {}
 
     def get(self, revision: Revision, principal_subject: str, *, modern: bool = False) -> SharedUpstream:
@@ -439,7 +530,12 @@ class UpstreamPool:
         upstream = self._upstreams.get(key)
         if upstream is None:
             upstream = self._upstreams[key] = SharedUpstream(
-                self._runtime, revision, key=key, init_timeout_s=self._init_timeout_s, prefer_modern=modern
+                self._runtime,
+                revision,
+                key=key,
+                init_timeout_s=self._init_timeout_s,
+                prefer_modern=modern,
+                input_timeout_s=self._input_timeout_s,
             )
         return upstream
 
