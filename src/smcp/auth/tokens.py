@@ -36,6 +36,7 @@ from smcp.secrets.crypto import SecretUnreadable
 from smcp.secrets.keyring import KeyRing as KekRing
 from smcp.store.identity import OAuthRepo, SigningKey
 from smcp.store.tables import utcnow
+from smcp.ttlcache import TTLCache
 
 log = logging.getLogger("smcp.auth")
 
@@ -329,25 +330,13 @@ class GrantStatus:
 
     def __init__(self, lookup: Callable[[str], Awaitable[bool]], ttl_s: float, max_entries: int = 20_000) -> None:
         self._lookup = lookup
-        self._ttl = ttl_s
-        self._max = max_entries
-        self._entries: dict[str, tuple[float, bool]] = {}
+        self._cache: TTLCache[str, bool] = TTLCache(ttl_s, max_entries=max_entries)
 
     async def __call__(self, grant_id: str) -> bool:
-        if self._ttl <= 0:
-            return await self._lookup(grant_id)
-        now = time.monotonic()
-        hit = self._entries.get(grant_id)
-        if hit is not None and hit[0] > now:
-            return hit[1]
-        active = await self._lookup(grant_id)
-        if len(self._entries) >= self._max:
-            self._entries.clear()
-        self._entries[grant_id] = (now + self._ttl, active)
-        return active
+        return await self._cache.get(grant_id, lambda: self._lookup(grant_id))
 
     def forget(self, grant_id: str) -> None:
-        self._entries.pop(grant_id, None)
+        self._cache.invalidate(grant_id)
 
 
 def expiry(seconds: float) -> datetime:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from typing import Any
 
@@ -12,6 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from smcp.domain import Conflict, NotFound, Revision, Server, ServerSpec
 from smcp.store import tables as t
 from smcp.store.db import Database
+from smcp.ttlcache import TTLCache
 
 _srv = t.servers
 _rev = t.revisions
@@ -51,24 +51,14 @@ class ServerRepo:
         # The gateway asks for the live revision on every request; a database round trip
         # (a thread hop in aiosqlite) each time cost more than the rest of the proxy. Our
         # own writes invalidate at once; other nodes' writes show within the TTL.
-        self._live_ttl = live_cache_ttl_s
-        self._live: dict[tuple[str, str], tuple[float, Revision | None]] = {}
+        self._live: TTLCache[tuple[str, str], Revision | None] = TTLCache(live_cache_ttl_s, max_entries=100_000)
 
     def _invalidate(self, tenant: str, server: str) -> None:
-        self._live.pop((tenant, server), None)
+        self._live.invalidate((tenant, server))
 
     async def live_revision(self, tenant: str, server: str) -> Revision | None:
         """The revision new sessions of tenant/server go to (the gateway's per-request lookup)."""
-        key = (tenant, server)
-        now = time.monotonic()
-        hit = self._live.get(key)
-        if hit is not None and hit[0] > now:
-            return hit[1]
-        revision = await self._load_live(tenant, server)
-        if len(self._live) > 100_000:
-            self._live.clear()
-        self._live[key] = (now + self._live_ttl, revision)
-        return revision
+        return await self._live.get((tenant, server), lambda: self._load_live(tenant, server))
 
     async def _load_live(self, tenant: str, server: str) -> Revision | None:
         query = (
