@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import gc
 import logging
 import secrets
 from contextlib import asynccontextmanager
@@ -92,6 +93,7 @@ class Platform:
             *(oauth.routes() if oauth else []),
         ]
         log.info("SMCP %s serving on %s", __version__, settings.base_url)
+        _tune_gc(settings)
         try:
             yield
         finally:
@@ -115,6 +117,19 @@ class Platform:
             await self.gateway(scope, receive, send)
             return
         await self._rest(scope, receive, send)
+
+
+def _tune_gc(settings: Settings) -> None:
+    # Everything built at start-up (modules, the app, SQLAlchemy and pydantic
+    # machinery) lives as long as the process: frozen, the cyclic collector stops
+    # walking it, and its full passes no longer stall every request in flight for tens
+    # of milliseconds. A larger first generation makes collections rarer (measured in
+    # bench/: p99 at c=32 from ~50 ms to ~8 ms, ~10% less CPU per proxied call).
+    gc.collect()
+    gc.freeze()
+    if settings.gc_gen0_threshold > 0:
+        _, gen1, gen2 = gc.get_threshold()
+        gc.set_threshold(settings.gc_gen0_threshold, gen1, gen2)
 
 
 async def _authorization_server(settings: Settings, store: Store, kek: KekRing | None = None) -> AuthorizationServer:

@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     # How long a legacy server's request to a modern caller (an input_required result;
     # gateway/parking.py) waits for the caller's retry before both are given up.
     input_request_timeout_s: Annotated[float, Field(gt=0)] = 300.0
+    # The cyclic GC's first-generation threshold once the node has started (app.py
+    # _tune_gc); 0 keeps Python's default (700).
+    gc_gen0_threshold: Annotated[int, Field(ge=0)] = 50_000
     max_pending_per_session: Annotated[int, Field(ge=1)] = 64
     max_sessions: Annotated[int, Field(ge=1)] = 256
     session_idle_timeout_s: Annotated[float, Field(gt=0)] = 1800.0
