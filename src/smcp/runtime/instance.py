@@ -73,7 +73,8 @@ class SupervisedInstance:
             raise ChannelClosed("instance is stopped")
         if self._initialize is None or self._initialized is None:
             self._remember_handshake(raw)
-        await self._ready.wait()
+        if not self._ready.is_set():
+            await self._ready.wait()
         if self._closing or self._proc is None:
             raise ChannelClosed("instance is stopped")
         try:

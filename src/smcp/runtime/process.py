@@ -128,9 +128,12 @@ class StdioProcess:
         proc = self._proc
         if proc is None or proc.stdin is None or proc.returncode is not None:
             raise BrokenPipeError("process is not running")
-        async with self._write_lock:
-            proc.stdin.write(raw + b"\n")
-            await proc.stdin.drain()
+        # The transport queues what the pipe cannot take at once; only then is there
+        # anything to wait for (the common case costs no lock and no drain).
+        proc.stdin.write(raw + b"\n")
+        if proc.stdin.transport.get_write_buffer_size():
+            async with self._write_lock:
+                await proc.stdin.drain()
 
     async def wait(self) -> int:
         assert self._proc is not None
