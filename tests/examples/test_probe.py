@@ -133,7 +133,7 @@ def test_initialize_negotiates_version(asked: str, agreed: str) -> None:
     try:
         result = p.initialize(asked)["result"]
         assert result["protocolVersion"] == agreed
-        assert result["capabilities"] == {"tools": {}}
+        assert result["capabilities"] == {"tools": {}, "logging": {}}
         assert result["serverInfo"]["name"] == "probe"
         assert p.request("ping")["result"] == {}
     finally:
@@ -251,7 +251,15 @@ def test_notify_sends_log_notifications_before_the_reply(probe: Probe) -> None:
     assert [m.get("method") for m in messages[:3]] == ["notifications/message"] * 3
     assert [m["params"]["data"] for m in messages[:3]] == ["message 1 of 3", "message 2 of 3", "message 3 of 3"]
     assert all("id" not in m for m in messages[:3])
-    assert messages[3]["id"] == "n" and json.loads(messages[3]["result"]["content"][0]["text"]) == {"sent": 3}
+    assert messages[3]["id"] == "n" and json.loads(messages[3]["result"]["content"][0]["text"]) == {"sent": 3, "server_level": None}
+
+
+def test_notify_logs_at_the_level_asked_and_reports_the_level_set(probe: Probe) -> None:
+    assert probe.request("logging/setLevel", {"level": "warning"})["result"] == {}
+    probe.send({"jsonrpc": "2.0", "id": "w", "method": "tools/call", "params": {"name": "notify", "arguments": {"n": 1, "level": "error"}}})
+    log, answer = probe.recv(), probe.recv()
+    assert log["params"]["level"] == "error"
+    assert json.loads(answer["result"]["content"][0]["text"]) == {"sent": 1, "server_level": "warning"}
 
 
 def test_big_reply_is_one_line_of_exact_size(probe: Probe) -> None:
