@@ -107,6 +107,17 @@ class Settings(BaseSettings):
     cimd_max_bytes: Annotated[int, Field(ge=512, le=1024 * 1024)] = 5 * 1024
     cimd_timeout_s: Annotated[float, Field(gt=0, le=30)] = 5.0
     cimd_cache_ttl_s: Annotated[float, Field(ge=0)] = 600.0
+    # For air-gapped deployments whose client registry lives on a private network (and for
+    # tests): documents may also come from loopback and private-network addresses (RFC 1918,
+    # 100.64.0.0/10, IPv6 ULA). Link-local (cloud metadata), multicast and unspecified
+    # addresses stay refused, and every other rule holds: https, path rules, size and time
+    # caps, no redirects, the certificate verified for the host name (SNI), the connection
+    # pinned to the checked address. Off in production on a shared network.
+    cimd_allow_private_addresses: bool = False
+    # CA certificates (PEM) trusted for client metadata documents in addition to the public
+    # roots, e.g. a private CA. The fetcher ignores SSL_CERT_FILE and proxy variables on
+    # purpose: a proxy would dial an address the SSRF guard never checked.
+    cimd_ca_file: Path | None = None
 
     # Upstream OpenID Connect login (smcp.auth.oidc, docs/identity.md): a "Sign in with
     # <display name>" button beside the password form. Off while oidc_issuer is unset.

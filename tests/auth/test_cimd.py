@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 import orjson
 import pytest
+from cimd_host import MetadataHost, make_pki
 from oauth_helpers import Flow
 
+from smcp.app import _authorization_server
 from smcp.auth.cimd import (
     ClientMetadataError,
     ClientMetadataFetcher,
     check_url,
+    is_private_address,
     is_public_address,
+    tls_context,
 )
+from smcp.auth.server import OAuthError
+from smcp.config import Settings
+from smcp.store import Store
 
 URL = "https://app.example/oauth/client.json"
 REDIRECT = "http://127.0.0.1:40111/cb"
@@ -75,6 +84,112 @@ async def test_private_addresses_are_refused_before_connecting(address: str) -> 
     with pytest.raises(ClientMetadataError, match="non-public"):
         await f.get(URL)
     assert seen == []
+
+
+PRIVATE = ("127.0.0.1", "::1", "10.0.0.5", "172.16.0.1", "192.168.1.1", "100.64.0.1", "fd00::1", "::ffff:10.0.0.5")
+NEVER = ("169.254.169.254", "fe80::1", "0.0.0.0", "::", "224.0.0.1", "ff02::1", "64:ff9b::a9fe:a9fe", "::ffff:169.254.169.254")
+
+
+@pytest.mark.parametrize("address", PRIVATE)
+async def test_private_addresses_are_fetched_only_when_the_setting_allows_them(address: str) -> None:
+    assert Settings().cimd_allow_private_addresses is False  # the default
+    f, seen = fetcher(lambda r: httpx.Response(200, json=DOC), addresses=(address,))
+    with pytest.raises(ClientMetadataError, match="non-public"):
+        await f.get(URL)
+    assert seen == []
+    # Allowed: fetched, still pinned to the checked address, with the host name as SNI and Host.
+    f, seen = fetcher(lambda r: httpx.Response(200, json=DOC), addresses=(address,), allow_private_addresses=True)
+    client = await f.get(URL)
+    assert client.client_id == URL and len(seen) == 1
+    assert seen[0].url.host == address and seen[0].headers["host"] == "app.example"
+    assert seen[0].extensions["sni_hostname"] == "app.example"
+
+
+@pytest.mark.parametrize("address", NEVER)
+async def test_link_local_multicast_and_unspecified_stay_refused_when_private_is_allowed(address: str) -> None:
+    assert not is_private_address(address) and not is_public_address(address)
+    f, seen = fetcher(lambda r: httpx.Response(200, json=DOC), addresses=("10.0.0.5", address), allow_private_addresses=True)
+    with pytest.raises(ClientMetadataError, match="neither a public nor a private"):
+        await f.get(URL)
+    assert seen == []
+
+
+@pytest.mark.parametrize(
+    "response",
+    [httpx.Response(302, headers={"location": "https://10.0.0.6/c.json"}), httpx.Response(200, content=b"x" * 6000)],
+)
+async def test_allowing_private_addresses_keeps_the_other_rules(response: httpx.Response) -> None:
+    f, seen = fetcher(lambda r: response, addresses=("10.0.0.5",), allow_private_addresses=True)
+    with pytest.raises(ClientMetadataError):
+        check_url("http://10.0.0.5/client.json")  # https only, whatever the address
+    with pytest.raises(ClientMetadataError):
+        await f.get(URL)  # no redirects followed, size cap
+    assert len(seen) == 1
+
+
+async def test_a_document_on_loopback_over_real_tls_from_a_private_ca(tmp_path: Path) -> None:
+    """No fakes: a real HTTPS server on loopback with a certificate for "localhost" from a
+    throwaway CA. Refused by default before any connection; with private addresses allowed,
+    refused while the CA is not trusted; fetched (SNI "localhost") once SMCP_CIMD_CA_FILE's
+    CA is."""
+    pki = make_pki(tmp_path)
+
+    def document(url: str) -> dict:
+        return {**DOC, "client_id": url}
+
+    with MetadataHost(pki, document) as host:
+        with pytest.raises(ClientMetadataError, match="non-public"):
+            await ClientMetadataFetcher(verify=tls_context(pki.ca_file)).get(host.url)
+        assert host.sni == [] and host.hits == []
+
+        with pytest.raises(ClientMetadataError, match="CERTIFICATE_VERIFY_FAILED"):
+            await ClientMetadataFetcher(verify=tls_context(), allow_private_addresses=True).get(host.url)
+        assert host.hits == []
+
+        client = await ClientMetadataFetcher(verify=tls_context(pki.ca_file), allow_private_addresses=True).get(host.url)
+        assert client.client_id == host.url and client.redirect_uris == (REDIRECT,)
+        assert host.documents_served() == 1 and set(host.sni) == {"localhost"}
+        assert host.hits[0].host_header == f"localhost:{host.port}"
+
+        # The certificate is checked against the name in the URL, not merely the CA: the
+        # same server under another name that resolves to it does not verify.
+        async def resolver(name: str, port: int) -> list[str]:
+            return host.addresses
+
+        other = f"https://metadata.test:{host.port}/client.json"
+        with pytest.raises(ClientMetadataError, match="CERTIFICATE_VERIFY_FAILED|match"):
+            await ClientMetadataFetcher(verify=tls_context(pki.ca_file), allow_private_addresses=True, resolver=resolver).get(other)
+        assert host.documents_served() == 1
+
+
+async def test_the_authorization_server_takes_both_settings(tmp_path: Path) -> None:
+    """SMCP_CIMD_ALLOW_PRIVATE_ADDRESSES and SMCP_CIMD_CA_FILE reach the fetcher the
+    authorization server builds: off by default, a loopback document is an invalid client."""
+    pki = make_pki(tmp_path / "pki")
+    with MetadataHost(pki, lambda url: {**DOC, "client_id": url}) as host:
+        for allow in (False, True):
+            settings = Settings(data_dir=tmp_path / f"data-{allow}", admin_token="smcpadm_x", auth_cache_ttl_s=0,
+                                cimd_allow_private_addresses=allow, cimd_ca_file=pki.ca_file)
+            store = await Store.open(settings)
+            try:
+                oauth = await _authorization_server(settings, store)
+                if not allow:
+                    with pytest.raises(OAuthError, match="non-public"):
+                        await oauth.find_client(host.url)
+                    assert host.hits == []
+                else:
+                    client = await oauth.find_client(host.url)
+                    assert client is not None and client.client_id == host.url and client.kind == "metadata"
+                    assert host.documents_served() == 1
+            finally:
+                await store.close()
+
+
+def test_a_bad_ca_file_is_a_clear_start_up_error(tmp_path: Path) -> None:
+    (tmp_path / "not.pem").write_text("not a certificate")
+    for path in (tmp_path / "missing.pem", tmp_path / "not.pem"):
+        with pytest.raises(ValueError, match="SMCP_CIMD_CA_FILE"):
+            tls_context(path)
 
 
 async def test_ip_literal_client_ids_are_checked_too() -> None:

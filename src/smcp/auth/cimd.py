@@ -7,6 +7,14 @@ https only; the host is resolved once and every address must be global (NAT64,
 connection goes to the checked address (no second lookup to rebind) with the
 certificate verified against the host name; no redirects; size and time caps;
 results cached. Tests inject a resolver and a transport.
+
+Deployments whose client registry lives on a private network (and tests) may let
+loopback and private-network addresses through (`allow_private_addresses`,
+SMCP_CIMD_ALLOW_PRIVATE_ADDRESSES); everything else above still holds, and
+link-local (cloud metadata), multicast and unspecified addresses stay refused. A
+private CA is trusted through `tls_context(ca_file)` (SMCP_CIMD_CA_FILE): the fetcher
+ignores the environment (SSL_CERT_FILE, proxies), since a proxy would dial an address
+the guard never checked.
 """
 
 from __future__ import annotations
@@ -15,11 +23,14 @@ import asyncio
 import ipaddress
 import re
 import socket
+import ssl
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import certifi
 import httpx
 import orjson
 
@@ -33,6 +44,11 @@ _BLOCKED_V6 = (
     ipaddress.ip_network("2001::/32"),  # Teredo
 )
 _SIXTOFOUR = ipaddress.ip_network("2002::/16")
+# Private networks a registry may live on when private addresses are allowed: RFC 1918,
+# shared address space (RFC 6598; carrier-grade NAT, overlay networks) and IPv6 ULA.
+_PRIVATE_NETS = tuple(
+    ipaddress.ip_network(net) for net in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7")
+)
 
 _MAX_AGE = re.compile(r"max-age=(\d+)")
 
@@ -57,6 +73,30 @@ def is_public_address(address: str) -> bool:
         if ip in _SIXTOFOUR:
             return ip.sixtofour is not None and is_public_address(str(ip.sixtofour))
     return ip.is_global and not ip.is_multicast and not ip.is_reserved and not ip.is_unspecified
+
+
+def is_private_address(address: str) -> bool:
+    """True for loopback and private-network unicast addresses (IPv4-mapped forms decoded);
+    never link-local (cloud metadata lives there), multicast or unspecified."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback or any(ip in net for net in _PRIVATE_NETS)
+
+
+def tls_context(ca_file: str | Path | None = None) -> ssl.SSLContext:
+    """The fetcher's TLS trust: the public roots (certifi, as httpx uses), plus the CA
+    certificates in `ca_file` (PEM) when given. Verification and host name checks stay on."""
+    ctx = ssl.create_default_context(cafile=certifi.where())
+    if ca_file is not None:
+        try:
+            ctx.load_verify_locations(cafile=str(ca_file))
+        except (OSError, ssl.SSLError) as exc:
+            raise ValueError(f"cannot load CA certificates from SMCP_CIMD_CA_FILE {str(ca_file)!r}: {exc}") from exc
+    return ctx
 
 
 def is_metadata_url(client_id: str) -> bool:
@@ -100,6 +140,7 @@ class ClientMetadataFetcher:
         resolver: Resolver = system_resolver,
         transport: httpx.AsyncBaseTransport | None = None,
         verify: Any = True,
+        allow_private_addresses: bool = False,
     ) -> None:
         self._max = max_bytes
         self._timeout = timeout_s
@@ -107,6 +148,7 @@ class ClientMetadataFetcher:
         self._resolve = resolver
         self._transport = transport
         self._verify = verify
+        self._allow_private = allow_private_addresses
         self._cache: dict[str, tuple[float, Client | ClientMetadataError]] = {}
 
     async def get(self, url: str) -> Client:
@@ -140,8 +182,10 @@ class ClientMetadataFetcher:
                     addresses = await self._resolve(host, port)
                 if not addresses:
                     raise ClientMetadataError(f"{host} does not resolve")
-                bad = [a for a in addresses if not is_public_address(a)]
+                bad = [a for a in addresses if not self.address_allowed(a)]
                 if bad:
+                    if self._allow_private:
+                        raise ClientMetadataError(f"{host} resolves to {bad[0]}, neither a public nor a private address; refused")
                     raise ClientMetadataError(f"{host} resolves to a non-public address ({bad[0]}); refused")
                 body, headers = await self._get(url, host, port, addresses[0])
         except TimeoutError as exc:
@@ -150,6 +194,9 @@ class ClientMetadataFetcher:
             raise ClientMetadataError(f"cannot resolve {host}: {exc}") from exc
         client = parse_document(url, body)
         return client, self._cache_ttl(headers.get("cache-control", ""))
+
+    def address_allowed(self, address: str) -> bool:
+        return is_public_address(address) or (self._allow_private and is_private_address(address))
 
     async def _get(self, url: str, host: str, port: int, address: str) -> tuple[bytes, httpx.Headers]:
         parts = urlsplit(url)

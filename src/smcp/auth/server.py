@@ -150,9 +150,21 @@ class AuthorizationServer:
         self.keys = keys
         self.tokens = tokens
         self.issuer = settings.issuer
-        self.fetcher = fetcher or cimd.ClientMetadataFetcher(
-            max_bytes=settings.cimd_max_bytes, timeout_s=settings.cimd_timeout_s, cache_ttl_s=settings.cimd_cache_ttl_s
-        )
+        if fetcher is None:
+            # A bad SMCP_CIMD_CA_FILE raises here (ValueError), so the node does not start.
+            fetcher = cimd.ClientMetadataFetcher(
+                max_bytes=settings.cimd_max_bytes,
+                timeout_s=settings.cimd_timeout_s,
+                cache_ttl_s=settings.cimd_cache_ttl_s,
+                verify=cimd.tls_context(settings.cimd_ca_file),
+                allow_private_addresses=settings.cimd_allow_private_addresses,
+            )
+            if settings.cimd_allow_private_addresses and settings.oauth_client_metadata_documents:
+                log.warning(
+                    "SMCP_CIMD_ALLOW_PRIVATE_ADDRESSES is on: client metadata documents may be fetched "
+                    "from loopback and private-network addresses"
+                )
+        self.fetcher = fetcher
         # Sign-in, registration and token budgets (per node; tests swap in a fake clock).
         self.limits = OAuthLimits.from_settings(settings)
         secure = settings.base_url.startswith("https://")
