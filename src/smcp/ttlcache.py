@@ -53,10 +53,6 @@ class TTLCache(Generic[K, V]):
         # A load already running read the old value: it must not store it.
         self._loading.pop(key, None)
 
-    def clear(self) -> None:
-        self._entries.clear()
-        self._loading.clear()
-
     def _start(self, key: K, load: Callable[[], Awaitable[V]]) -> asyncio.Task[V]:
         task = asyncio.get_running_loop().create_task(self._fill(key, load))
         self._loading[key] = task

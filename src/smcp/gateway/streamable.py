@@ -68,8 +68,6 @@ class Gateway:
         self._revision_by_id = revision_by_id
         self._sealer = sealer
         self._ended = ended
-        # Ids this node saw deleted, so it need not ask the store about them.
-        self._terminated: dict[str, float] = {}
         self._pumps: set[asyncio.Task[None]] = set()
         self._s = settings
         self._authn = authn
@@ -173,17 +171,19 @@ class Gateway:
     async def _reopen(self, session_id: str, principal: Principal, revision: Revision) -> Session | None:
         """Rebuild a shared-instance session from its sealed id (another node's, or ours
         before a restart). Per-session sessions own a process and cannot move."""
-        if session_id in self._terminated or self.sessions.full:
+        if self.sessions.full:
             return None
         state = self._sealer.open(session_id)
-        if state is None or await self._ended.ended(session_id):
-            return None
         if (
-            state.get("p") != principal.subject
+            state is None
+            or state.get("p") != principal.subject
             or state.get("t") != revision.tenant
             or state.get("s") != revision.server
             or state.get("m") == SharingMode.per_session.value
         ):
+            return None
+        # Checked after the cheap tests, so only the id's own caller costs a lookup.
+        if await self._ended.ended(session_id):
             return None
         original = await self._revision_by_id(str(state.get("r")))
         if original is None or original.tenant != revision.tenant or original.server != revision.server:
@@ -440,11 +440,7 @@ class Gateway:
 
     async def _terminate(self, session_id: str) -> None:
         # A sealed id stays decodable until it expires: remember the ones a client
-        # ended, here and in the store every node reads, so they stay ended anywhere.
-        now = time.monotonic()
-        if len(self._terminated) > 100_000:
-            self._terminated = {k: v for k, v in self._terminated.items() if v > now}
-        self._terminated[session_id] = now + self._s.session_max_age_s
+        # ended in the store every node reads, so they stay ended anywhere.
         await self._ended.add(session_id, datetime.now(UTC) + timedelta(seconds=self._s.session_max_age_s))
 
 
