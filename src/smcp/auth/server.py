@@ -25,7 +25,6 @@ registered redirect URI with `state` and `iss` (RFC 9207).
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import logging
 import re
@@ -40,7 +39,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from smcp.auth import cimd, passwords, roles
-from smcp.auth.oidc import OidcError, UpstreamIdentity, UpstreamOidc
+from smcp.auth.oidc import UpstreamOidc
 from smcp.auth.ratelimit import OAuthLimits, retry_after
 from smcp.auth.resource import PRM_PREFIX
 from smcp.auth.tokens import (
@@ -53,14 +52,15 @@ from smcp.auth.tokens import (
     KeyRing,
     expiry,
     looks_like_jwt,
+    s256,
     sha256_hex,
     token_kid,
 )
+from smcp.auth.upstream_login import UpstreamLogin
 from smcp.config import Settings
 from smcp.domain.spec import NAME_RE
 from smcp.store import Store
 from smcp.store.identity import Client, CodeRecord, Grant, Outcome
-from smcp.store.oidc import LoginMissing, PendingLogin, Refusal
 from smcp.ui import pages
 
 log = logging.getLogger("smcp.auth")
@@ -105,10 +105,6 @@ def _too_many(wait: float, what: str) -> OAuthError:
     # a client to come back rather than that its request was wrong (invalid_request).
     after = retry_after(wait)
     return OAuthError("temporarily_unavailable", f"too many {what}; retry in {after} s", 429, {"retry-after": after})
-
-
-def s256(verifier: str) -> str:
-    return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode("ascii")).digest()).rstrip(b"=").decode()
 
 
 def with_query(uri: str, params: dict[str, str]) -> str:
@@ -177,8 +173,9 @@ class AuthorizationServer:
         # Upstream OpenID Connect login; None when no issuer is configured. A misconfigured
         # provider raises OidcConfigError here, so the node does not start half-working.
         self.oidc = oidc if oidc is not None else UpstreamOidc.from_settings(settings)
-        # Binds an upstream login to the browser that started it (see oidc_start).
+        # Binds an upstream login to the browser that started it (upstream_login.py).
         self.oidc_cookie = f"{prefix}smcp_oidc"
+        self.upstream = UpstreamLogin(self)
 
     # ------------------------------------------------------------------ routes
     def routes(self) -> list[BaseRoute]:
@@ -193,8 +190,8 @@ class AuthorizationServer:
             Route("/oauth/token", self.token, methods=["POST", "OPTIONS"]),
             Route("/oauth/revoke", self.revoke, methods=["POST", "OPTIONS"]),
             Route("/oauth/register", self.register, methods=["POST", "OPTIONS"]),
-            Route("/oauth/oidc/start", self.oidc_start, methods=["POST"]),
-            Route("/oauth/oidc/callback", self.oidc_callback, methods=["GET"]),
+            Route("/oauth/oidc/start", self.upstream.start, methods=["POST"]),
+            Route("/oauth/oidc/callback", self.upstream.callback, methods=["GET"]),
         ]
         return routes
 
@@ -368,7 +365,7 @@ class AuthorizationServer:
             },
             REQUEST_TOKEN_TYPE,
         )
-        view = self._view(client, redirect_uri, tenant, server, resource, scopes)
+        view = self.view(client, redirect_uri, tenant, server, resource, scopes)
         user = await self._session_user(request)
         if user is not None:
             role = await self.store.users.role_of(user[0], tenant)
@@ -380,7 +377,7 @@ class AuthorizationServer:
                 )
         else:
             response = pages.login_page(view, request_token, csrf)
-        self._set_cookie(response, self.csrf_cookie, csrf, self.s.authorization_request_ttl_s, samesite="strict")
+        self.set_cookie(response, self.csrf_cookie, csrf, self.s.authorization_request_ttl_s, samesite="strict")
         return response
 
     async def _resource(self, resource: str) -> tuple[str, str] | None:
@@ -398,7 +395,7 @@ class AuthorizationServer:
             return None
         return tenant, server
 
-    def _view(
+    def view(
         self, client: Client, redirect_uri: str, tenant: str, server: str, resource: str, scopes: tuple[str, ...]
     ) -> pages.RequestView:
         return pages.RequestView(
@@ -440,7 +437,7 @@ class AuthorizationServer:
         own = urlsplit(self.s.base_url)
         return origin.rstrip("/").lower() == f"{own.scheme}://{own.netloc}".lower()
 
-    async def _pending(self, request: Request) -> tuple[dict[str, str], dict[str, Any]] | Response:
+    async def pending_request(self, request: Request) -> tuple[dict[str, str], dict[str, Any]] | Response:
         """The form and its verified authorization request, or an error page (CSRF, expiry)."""
         try:
             form = await self._form(request)
@@ -462,15 +459,15 @@ class AuthorizationServer:
         return form, claims
 
     async def login(self, request: Request) -> Response:
-        pending = await self._pending(request)
+        pending = await self.pending_request(request)
         if isinstance(pending, Response):
             return pending
         form, claims = pending
-        client = await self._client_or_none(claims["client_id"])
+        client = await self.client_or_none(claims["client_id"])
         if client is None:
             return pages.error_page("Unknown application", "The application is no longer registered.")
         scopes = tuple(str(claims["scope"]).split())
-        view = self._view(client, claims["redirect_uri"], claims["tenant"], claims["server"], claims["resource"], scopes)
+        view = self.view(client, claims["redirect_uri"], claims["tenant"], claims["server"], claims["resource"], scopes)
         name = form.get("username", "").strip()[:200]
         if wait := await self.limits.login_wait(request.scope, name):
             page = pages.login_page(
@@ -491,10 +488,10 @@ class AuthorizationServer:
                 view, form["request"], form["csrf"], error=f"{user.name} has no access to tenant {claims['tenant']}.", status=403
             )
         response = pages.consent_page(view, user.name, form["request"], form["csrf"])
-        self._set_session(response, user.id, user.name)
+        self.set_session(response, user.id, user.name)
         return response
 
-    def _set_session(self, response: Response, user_id: str, name: str) -> None:
+    def set_session(self, response: Response, user_id: str, name: str) -> None:
         """Signed-in: the session cookie every login method ends with (password or upstream)."""
         now = int(time.time())
         session = self.keys.sign(
@@ -502,15 +499,15 @@ class AuthorizationServer:
              "exp": now + self.s.login_session_ttl_s},
             SESSION_TOKEN_TYPE,
         )
-        self._set_cookie(response, self.session_cookie, session, self.s.login_session_ttl_s, samesite="lax")
+        self.set_cookie(response, self.session_cookie, session, self.s.login_session_ttl_s, samesite="lax")
 
     async def consent(self, request: Request) -> Response:
-        pending = await self._pending(request)
+        pending = await self.pending_request(request)
         if isinstance(pending, Response):
             return pending
         form, claims = pending
         redirect_uri, state = claims["redirect_uri"], claims.get("state")
-        client = await self._client_or_none(claims["client_id"])
+        client = await self.client_or_none(claims["client_id"])
         if client is None or redirect_uri not in client.redirect_uris:
             return pages.error_page("Unknown application", "The application is no longer registered.")
 
@@ -545,132 +542,7 @@ class AuthorizationServer:
         )
         return back({"code": code})
 
-    # ------------------------------------------------------ upstream OIDC login
-    async def oidc_start(self, request: Request) -> Response:
-        """The login page's "Sign in with …" form: remember the login, send the browser upstream."""
-        if self.oidc is None:
-            return pages.error_page("Not found", "Sign-in through an identity provider is not configured here.", 404)
-        pending = await self._pending(request)
-        if isinstance(pending, Response):
-            return pending
-        form, claims = pending
-        state, nonce, verifier = secrets.token_urlsafe(32), secrets.token_urlsafe(32), secrets.token_urlsafe(48)
-        try:
-            url = await self.oidc.authorization_url(state=state, nonce=nonce, code_challenge=s256(verifier))
-        except OidcError as exc:
-            log.warning("upstream login unavailable: %s", exc.message)
-            return pages.error_page(exc.title, exc.message, exc.status)
-        # One binding value per browser, reused while it lives, so logins started in two
-        # tabs do not undo each other; only its hash is stored.
-        binding = request.cookies.get(self.oidc_cookie, "")
-        if not re.fullmatch(r"[A-Za-z0-9_-]{43}", binding):
-            binding = secrets.token_urlsafe(32)
-        await self.store.oidc.save_login(
-            PendingLogin(
-                state_hash=sha256_hex(state),
-                browser_hash=sha256_hex(binding),
-                nonce=nonce,
-                code_verifier=verifier,
-                request=form["request"],
-                expires_at=expiry(max(0, int(claims["exp"]) - int(time.time()))),
-            )
-        )
-        response = RedirectResponse(url, status_code=303, headers=pages.SECURITY_HEADERS)
-        # Lax, not Strict: the callback is a top-level navigation from the provider's site.
-        self._set_cookie(response, self.oidc_cookie, binding, self.s.authorization_request_ttl_s, samesite="lax")
-        return response
-
-    async def oidc_callback(self, request: Request) -> Response:
-        """The provider's redirect back: check it, learn who signed in, go on to consent."""
-        if self.oidc is None:
-            return pages.error_page("Not found", "Sign-in through an identity provider is not configured here.", 404)
-        q = request.query_params
-        for name in q:
-            if len(q.getlist(name)) > 1:
-                return pages.error_page("Invalid request", f"parameter {name!r} appears more than once")
-        state = q.get("state", "")
-        if not state or len(state) > MAX_STATE:
-            return pages.error_page("Invalid request", "The identity provider's response has no state; start again from your application.")
-        login = await self.store.oidc.take_login(sha256_hex(state), sha256_hex(request.cookies.get(self.oidc_cookie, "")))
-        if login is LoginMissing.OTHER_BROWSER:
-            return pages.error_page("Sign-in not recognised", "This sign-in was started in another browser; start again from your application.")
-        if not isinstance(login, PendingLogin):
-            return pages.error_page(
-                "Sign-in not recognised", "This sign-in response was already used or has expired; start again from your application."
-            )
-        if login.expires_at <= expiry(0):
-            return pages.error_page("Request expired", "This sign-in request has expired; start again from your application.")
-        try:
-            await self.oidc.check_response_issuer(q.get("iss"))
-            if "error" in q:
-                raise _provider_error(q.get("error", ""), q.get("error_description"), self.oidc.display_name)
-            code = q.get("code")
-            if not code:
-                raise OidcError("The identity provider's response has neither a code nor an error.", status=400)
-            identity = await self.oidc.redeem(code, code_verifier=login.code_verifier, nonce=login.nonce)
-        except OidcError as exc:
-            log.info("upstream login failed: %s", exc.message)
-            return pages.error_page(exc.title, exc.message, exc.status)
-        try:
-            claims = self.keys.verify(login.request, REQUEST_TOKEN_TYPE)
-        except InvalidToken:
-            return pages.error_page("Request expired", "This sign-in request is no longer valid; start again from your application.")
-        if claims.get("aud") != self.issuer + "/oauth/authorize" or claims.get("exp", 0) <= time.time():
-            return pages.error_page("Request expired", "This sign-in request has expired; start again from your application.")
-        user = await self._upstream_user(identity)
-        if isinstance(user, Response):
-            return user
-        client = await self._client_or_none(claims["client_id"])
-        if client is None:
-            return pages.error_page("Unknown application", "The application is no longer registered.")
-        scopes = tuple(str(claims["scope"]).split())
-        view = self._view(client, claims["redirect_uri"], claims["tenant"], claims["server"], claims["resource"], scopes)
-        role = await self.store.users.role_of(user[0], claims["tenant"])
-        if not roles.permits(role, "mcp.use"):
-            return pages.login_page(
-                view, login.request, str(claims["csrf"]), error=f"{user[1]} has no access to tenant {claims['tenant']}.", status=403
-            )
-        response = pages.consent_page(view, user[1], login.request, str(claims["csrf"]))
-        self._set_session(response, user[0], user[1])
-        return response
-
-    async def _upstream_user(self, identity: UpstreamIdentity) -> tuple[str, str] | Response:
-        """The SMCP user (id, name) an upstream identity is, linking it on first sight; or a refusal page."""
-        assert self.oidc is not None
-        provider = self.oidc.display_name
-        who = identity.email or identity.subject
-        if not self.oidc.email_allowed(identity):
-            return pages.error_page(
-                "Not allowed", f"Your {provider} account ({who}) has no verified email address in a domain allowed here.", 403
-            )
-        found = await self.store.oidc.resolve(
-            identity.issuer,
-            identity.subject,
-            email=identity.email if identity.email_verified else None,
-            name=self.oidc.username_for(identity),
-            provision=self.oidc.config.auto_provision,
-        )
-        if not isinstance(found, Refusal):
-            log.info("user %s signed in through %s", found.name, identity.issuer)
-            return found.id, found.name
-        log.info("upstream identity %s at %s refused: %s", identity.subject, identity.issuer, found)
-        claim = self.oidc.config.username_claim
-        usable = "verified email address" if claim == "email" else f"usable {claim} claim"
-        message = {
-            Refusal.UNKNOWN: f"Your {provider} account ({who}) is not an SMCP user. Ask an administrator to add you.",
-            Refusal.NO_NAME: (
-                f"Your {provider} account ({who}) is not linked to an SMCP user, and it has no {usable} "
-                "to find one by. Ask an administrator."
-            ),
-            Refusal.TAKEN: (
-                f"The SMCP user matching your {provider} account ({who}) is already linked to another "
-                f"{provider} account. Ask an administrator."
-            ),
-            Refusal.DISABLED: "This SMCP user is disabled.",
-        }[found]
-        return pages.error_page("Not allowed", message, 403)
-
-    async def _client_or_none(self, client_id: str) -> Client | None:
+    async def client_or_none(self, client_id: str) -> Client | None:
         try:
             return await self.find_client(client_id)
         except OAuthError:
@@ -691,7 +563,7 @@ class AuthorizationServer:
             return None
         return user.id, user.name
 
-    def _set_cookie(self, response: Response, name: str, value: str, max_age: int, *, samesite: str) -> None:
+    def set_cookie(self, response: Response, name: str, value: str, max_age: int, *, samesite: str) -> None:
         response.set_cookie(
             name, value, max_age=max_age, path="/", secure=self._secure, httponly=True, samesite=samesite  # type: ignore[arg-type]
         )
@@ -860,17 +732,6 @@ class AuthorizationServer:
         client = await self.store.oauth.create_client(client)
         out = registration_response(client, secret)
         return JSONResponse(out, status_code=201, headers={**_CORS, **_NO_STORE})
-
-
-def _provider_error(error: str, description: str | None, provider: str) -> OidcError:
-    """An error the provider sent back instead of a code, as a page for the person."""
-    detail = f" ({description[:200]})" if description else ""
-    if error == "access_denied":
-        return OidcError(f"Sign-in was cancelled or refused at {provider}{detail}.", status=403, title="Sign-in cancelled")
-    if error == "temporarily_unavailable":
-        return OidcError(f"{provider} is temporarily unavailable{detail}; try again later.", status=503,
-                         title="Identity provider unavailable")
-    return OidcError(f"{provider} could not sign you in: {error[:100]}{detail}.", status=502)
 
 
 def _describe(outcome: str, what: str) -> str:

@@ -62,6 +62,11 @@ def sha256_hex(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()
 
 
+def s256(verifier: str) -> str:
+    """The PKCE S256 challenge of a verifier (RFC 7636): base64url(SHA-256), unpadded."""
+    return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode("ascii")).digest()).rstrip(b"=").decode()
+
+
 def _utc(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, UTC)
 
