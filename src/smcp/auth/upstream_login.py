@@ -11,19 +11,26 @@ import logging
 import re
 import secrets
 import time
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from smcp.auth import roles
-from smcp.auth.oidc import OidcError, UpstreamIdentity
-from smcp.auth.tokens import REQUEST_TOKEN_TYPE, InvalidToken, expiry, s256, sha256_hex
+from smcp.auth.oidc import OidcError, UpstreamIdentity, UpstreamOidc
+from smcp.auth.tokens import (
+    REQUEST_TOKEN_TYPE,
+    InvalidToken,
+    KeyRing,
+    expiry,
+    s256,
+    sha256_hex,
+)
+from smcp.config import Settings
+from smcp.store import Store
+from smcp.store.identity import Client
 from smcp.store.oidc import LoginMissing, PendingLogin, Refusal
 from smcp.ui import pages
-
-if TYPE_CHECKING:
-    from smcp.auth.server import AuthorizationServer
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +38,31 @@ log = logging.getLogger(__name__)
 _MAX_STATE = 1024
 
 
+class LoginHost(Protocol):
+    """What these routes use of the authorization server (server.py implements it)."""
+
+    s: Settings
+    store: Store
+    keys: KeyRing
+    issuer: str
+    oidc: UpstreamOidc | None
+    oidc_cookie: str
+
+    async def pending_request(self, request: Request) -> tuple[dict[str, str], dict[str, Any]] | Response: ...
+
+    async def client_or_none(self, client_id: str) -> Client | None: ...
+
+    def view(
+        self, client: Client, redirect_uri: str, tenant: str, server: str, resource: str, scopes: tuple[str, ...]
+    ) -> pages.RequestView: ...
+
+    def set_session(self, response: Response, user_id: str, name: str) -> None: ...
+
+    def set_cookie(self, response: Response, name: str, value: str, max_age: int, *, samesite: str) -> None: ...
+
+
 class UpstreamLogin:
-    def __init__(self, server: AuthorizationServer) -> None:
+    def __init__(self, server: LoginHost) -> None:
         self.server = server
 
     async def start(self, request: Request) -> Response:
