@@ -51,6 +51,33 @@ async def test_child_is_in_its_cgroup_before_exec_and_unprivileged(cgroups: Cgro
     assert not any(d.exists() for d in group.dirs)
 
 
+@pytest.mark.parametrize("batch", [True, False])
+@pytest.mark.parametrize("in_cgroup", [True, False])
+async def test_child_policy_and_privileges_with_and_without_a_cgroup(cgroups: Cgroups, batch: bool, in_cgroup: bool) -> None:
+    group = cgroups.create(f"t-policy-{int(batch)}{int(in_cgroup)}", Limits(memory_mb=64, cpu=0.5, pids=16)) if in_cgroup else None
+    kwargs, release = spawn_kwargs(UID, UID, group, batch=batch)
+    try:
+        # Field 41 of /proc/self/stat is the scheduling policy (0 normal, 3 batch).
+        out = subprocess.run(["/bin/sh", "-c", "cut -d' ' -f41 /proc/self/stat; grep -E '^(Uid|Gid|Groups)' /proc/self/status"],
+                             capture_output=True, text=True, check=True, env={}, **kwargs).stdout  # fmt: skip
+    finally:
+        release()
+    policy, *lines = out.splitlines()
+    assert int(policy) == (os.SCHED_BATCH if batch else os.SCHED_OTHER)
+    status = {line.split(":")[0]: line.split(":", 1)[1].split() for line in lines}
+    assert set(status["Uid"]) == {str(UID)} and set(status["Gid"]) == {str(UID)}
+    assert status["Groups"] == []
+    if group is not None:
+        await group.remove(timeout_s=10)
+
+
+def test_root_is_refused_with_or_without_a_cgroup() -> None:
+    with pytest.raises(ValueError, match="never run as root"):
+        spawn_kwargs(0, UID, None)
+    with pytest.raises(ValueError, match="never run as root"):
+        spawn_kwargs(UID, 0, None)
+
+
 async def test_limits_are_written_in_a_valid_order(cgroups: Cgroups) -> None:
     group = cgroups.create("t-limits", Limits(memory_mb=48, cpu=0.25, pids=8))
     try:

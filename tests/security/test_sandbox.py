@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -23,6 +24,12 @@ def test_runs_as_unprivileged_tenant_uid(probe_session: ProbeSession) -> None:
     assert me["uid"] != 0 and me["euid"] != 0
     assert me["hostname"] == "smcp"
     assert me["cwd"] == "/srv/app"
+
+
+def test_runs_under_the_batch_scheduling_policy(probe_session: ProbeSession) -> None:
+    # Set between fork and exec (runtime/cgroups.py): the sandboxed program starts
+    # under SCHED_BATCH, so its wake-ups never preempt the gateway.
+    assert probe_session.ok("whoami")["sched_policy"] == os.SCHED_BATCH
 
 
 def test_cannot_read_host_secrets(probe_session: ProbeSession) -> None:

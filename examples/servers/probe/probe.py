@@ -151,6 +151,7 @@ def whoami() -> dict[str, Any]:
         "ppid": os.getppid(),
         "hostname": socket.gethostname(),
         "cwd": os.getcwd(),
+        "sched_policy": os.sched_getscheduler(0),
     }
 
 

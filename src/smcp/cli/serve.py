@@ -6,7 +6,7 @@ import asyncio
 import json
 import os
 import shlex
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,6 +17,7 @@ from rich.console import Console
 
 from smcp.app import create_app
 from smcp.config import Settings
+from smcp.httpserver import HttpProtocol
 from smcp.runtime import bundles
 
 console = Console()
@@ -47,10 +48,10 @@ def _server(settings: Settings) -> uvicorn.Server:
         port=settings.port,
         lifespan="on",
         log_level="warning",
-        # httptools parses HTTP in C; the asyncio loop (not uvloop) keeps subprocess
-        # spawning (user=, pass_fds=) on CPython's well-trodden path.
-        http="httptools",
-        loop="asyncio",
+        # httptools parses HTTP in C; HttpProtocol writes a small response in one send.
+        http=HttpProtocol,
+        # The loop is ours (_run_until_interrupted), not uvicorn's to choose.
+        loop="none",
         access_log=False,
         timeout_graceful_shutdown=5,
         # uvicorn would believe X-Forwarded-For from 127.0.0.1 by default and rewrite the
@@ -69,7 +70,7 @@ def serve(host: HostOpt = None, port: PortOpt = None, data_dir: DataOpt = None) 
     settings = _settings(host, port, data_dir)
     server = _server(settings)
     console.print(f"SMCP listening on [bold]{settings.base_url}[/] (data in {settings.data_dir})")
-    _run_until_interrupted(server.serve())
+    _run_until_interrupted(server.serve(), settings)
     if not server.started:
         raise typer.Exit(1)
 
@@ -100,14 +101,26 @@ def up(
         console.print("\nPress Ctrl-C to stop.")
         await serving
 
-    _run_until_interrupted(main())
+    _run_until_interrupted(main(), settings)
 
 
-def _run_until_interrupted(main: Coroutine[Any, Any, None]) -> None:
+def _loop_factory(settings: Settings) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    if settings.event_loop == "uvloop":
+        try:
+            import uvloop
+        except ImportError:
+            console.print("[yellow]uvloop is not installed; running on the standard asyncio loop[/]")
+            return None
+        return uvloop.new_event_loop
+    return None
+
+
+def _run_until_interrupted(main: Coroutine[Any, Any, None], settings: Settings) -> None:
     # uvicorn re-raises the SIGINT it handled once shutdown is complete; by then every
     # instance is stopped, so Ctrl-C is a clean, successful exit.
     try:
-        asyncio.run(main)
+        with asyncio.Runner(loop_factory=_loop_factory(settings)) as runner:
+            runner.run(main)
     except KeyboardInterrupt:
         console.print("SMCP stopped.")
 

@@ -14,12 +14,12 @@ sandbox exits its pids stay charged for a few seconds, so a reused cgroup with a
 small pids cap would refuse the next start. Empty cgroups are removed in the
 background, retrying until the kernel lets go.
 
-The process must be inside its cgroup before it execs anything. Python's
-`subprocess(user=…)` drops privileges *before* `preexec_fn`, and an unprivileged
-process may not move itself into a root-owned cgroup; so `spawn_kwargs` opens the
-`cgroup.procs` files in the parent and its `preexec_fn` writes "0" (the calling
-process) to them while still root, then drops privileges itself: supplementary
-groups first, then the gid, then the uid (after setuid nothing else may change).
+The process must be inside its cgroup before it execs anything, and an
+unprivileged process may not move itself into a root-owned cgroup; so
+`spawn_kwargs` opens the `cgroup.procs` files in the parent and its `preexec_fn`
+writes "0" (the calling process) to them while still root, then drops privileges
+itself: supplementary groups first, then the gid, then the uid (after setuid
+nothing else may change).
 
 Memory is limited without swap (v1 `memory.memsw.limit_in_bytes`, v2
 `memory.swap.max = 0`), so a limit means RAM. On v1 the memory limit may never sit
@@ -474,23 +474,32 @@ class Cgroup:
 # ---------------------------------------------------------------------------- spawning
 
 
-def spawn_kwargs(uid: int, gid: int, cgroup: Cgroup | None) -> tuple[dict[str, Any], Callable[[], None]]:
+def spawn_kwargs(
+    uid: int, gid: int, cgroup: Cgroup | None, *, batch: bool = True
+) -> tuple[dict[str, Any], Callable[[], None]]:
     """Keyword arguments for `asyncio.create_subprocess_exec` (or Popen) that start the
-    child as uid:gid with no supplementary groups, inside `cgroup` before it execs.
+    child as uid:gid with no supplementary groups, inside `cgroup` before it execs, and
+    (with `batch`) under the SCHED_BATCH policy.
+
+    Everything happens in one `preexec_fn` rather than through `user=`/`group=`: the
+    order matters (cgroup while still root, then groups, gid, uid), and uvloop, the
+    node's event loop, supports `preexec_fn` but not those keywords.
 
     Returns (kwargs, cleanup): call cleanup in the parent once the child is started
     (or the start failed) to close the descriptors the child used.
     """
-    if cgroup is None:
-        return {"user": uid, "group": gid, "extra_groups": []}, lambda: None
     if uid == 0 or gid == 0:
         raise ValueError("sandboxed processes never run as root")
-    fds = cgroup.open_procs()
+    fds = cgroup.open_procs() if cgroup is not None else []
 
     def enter_and_drop() -> None:
         # Runs in the child between fork and exec, still as root.
         for fd in fds:
             os.write(fd, b"0")
+        if batch:
+            # No wakeup preemption: a hosted process that wakes never displaces the
+            # gateway mid-request (see docs/runtime.md, "Scheduling").
+            os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
         os.setgroups([])
         os.setresgid(gid, gid, gid)
         os.setresuid(uid, uid, uid)

@@ -62,6 +62,7 @@ class LocalRuntime:
             limits=Limits(memory_mb=settings.build_memory_mb, cpu=settings.build_cpu, pids=settings.build_pids),
             seccomp=seccomp.filter_bpf(allow_inet=True) if settings.seccomp else None,
             tmp_mb=settings.build_tmp_mb,
+            sched_batch=settings.instance_sched_batch,
         )
         # bwrap runs as the tenant's uid and must traverse these to bind its own
         # subdirectory; 0711 lets it pass through without listing anyone else's.
@@ -166,6 +167,7 @@ class LocalRuntime:
                 on_stderr=(lambda text: on_stderr(redact(text))) if redact else on_stderr,
                 cgroup=group,
                 on_exit=exited,
+                sched_batch=self._settings.instance_sched_batch,
             )
             try:
                 await proc.start()
