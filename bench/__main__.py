@@ -6,12 +6,6 @@ gateway CPU-microseconds per proxied call. The gateway is loaded with wrk (one t
 Each point is measured in several rounds, each a baseline run and a gateway run back
 to back, and the per-round figures' median is reported with their range.
 
-Reading p99 at concurrency 1: on the 2-vCPU VMs this was built on, a bare pipe
-ping-pong between two processes (no Python server, no gateway) stalls for ~4 ms
-every ~0.52 s. Every process-to-process hop is exposed to it, and a call through the
-gateway makes two hops (client → gateway, gateway → server) where the baseline makes
-one, so those stalls land in the gateway's tail more often and last longer there.
-
 "The same server called directly" is the hosted demo's own code, on the interpreter
 and packages of its hosted build, with no gateway and no sandbox, over the transport
 the gateway itself uses to reach it: stdio (bench/stdio_load.py). The targets are
