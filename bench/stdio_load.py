@@ -27,8 +27,12 @@ class StdioResult:
 
 
 class StdioServer:
-    def __init__(self, argv: list[str], cwd: str) -> None:
-        self._proc = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    def __init__(self, argv: list[str], cwd: str, cpus: set[int] | None = None) -> None:
+        # `cpus` pins the server (and every thread it starts) before it execs.
+        pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
+        self._proc = subprocess.Popen(
+            argv, cwd=cwd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, preexec_fn=pin
+        )
         assert self._proc.stdin and self._proc.stdout
         self._in = self._proc.stdin.fileno()
         self._out = self._proc.stdout.fileno()
