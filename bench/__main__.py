@@ -96,30 +96,6 @@ def _wrk(url: str, body: dict, headers: dict[str, str], concurrency: int, second
     return rps, pct("50"), pct("99"), requests, errors
 
 
-def _pin_tree(pid: int, cpus: set[int], *, children: bool = True) -> None:
-    """Pin every thread of `pid` (and, with `children`, of its descendants)."""
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            os.sched_setaffinity(int(task.name), cpus)
-        except (ProcessLookupError, OSError):
-            pass
-    if children:
-        _pin_children(pid, cpus)
-
-
-def _pin_children(pid: int, cpus: set[int]) -> None:
-    parents: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            parents.setdefault(ppid, []).append(int(entry.name))
-    for child in parents.get(pid, []):
-        _pin_tree(child, cpus)
-
-
 def _cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -177,9 +153,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=4.0, help="duration of each wrk run")
     parser.add_argument(
         "--placement", choices=["shared", "split"], default="shared",
-        help="shared: every process may run on every CPU (the default deployment); split: the node "
-        "on CPU 0, hosted servers (and the direct baseline's server) on the other CPUs — an "
-        "experiment in core placement, not a product setting yet",
+        help="shared: every process may run on every CPU (the default settings); split: the node on "
+        "the first CPU and hosted servers on the others (SMCP_NODE_CPUS / SMCP_INSTANCE_CPUS), the "
+        "direct baseline's server on the same CPUs as the hosted one",
     )
     parser.add_argument(
         "--rounds", type=int, default=3,
@@ -194,16 +170,17 @@ def main() -> None:
     current = 0  # the round the next runs belong to
     base = Path(tempfile.mkdtemp(prefix="smcp-bench-"))
     base.chmod(0o711)
-    node = start_node(base / "data", auth_cache_ttl_s="5", request_timeout_s="30")
     all_cpus = os.sched_getaffinity(0)
     server_cpus: set[int] | None = None
+    placement: dict[str, str] = {}
     if args.placement == "split":
         if len(all_cpus) < 2:
             sys.exit("--placement split needs at least 2 CPUs")
-        node_cpus = {min(all_cpus)}
-        server_cpus = all_cpus - node_cpus
-        _pin_tree(node.proc.pid, node_cpus, children=False)
-        print(f"placement: node on CPU {min(node_cpus)}, hosted and direct servers on CPUs {sorted(server_cpus)}")
+        server_cpus = all_cpus - {min(all_cpus)}
+        placement = {"node_cpus": str(min(all_cpus)), "instance_cpus": ",".join(map(str, sorted(server_cpus)))}
+        print(f"placement: SMCP_NODE_CPUS={placement['node_cpus']} SMCP_INSTANCE_CPUS={placement['instance_cpus']}"
+              " (the direct baseline's server gets the instances' CPUs)")
+    node = start_node(base / "data", auth_cache_ttl_s="5", request_timeout_s="30", **placement)
     procs: list[subprocess.Popen[bytes]] = []
     try:
         node.create_tenant("bench")
@@ -226,8 +203,6 @@ def main() -> None:
             # Warm up before measuring: one blocking call waits out a cold start (an
             # instance spawned and probed on first use), then wrk warms pools and caches.
             httpx.post(url, json={**body, "id": "warm"}, headers=headers, timeout=120)
-            if server_cpus and pid:
-                _pin_children(pid, server_cpus)  # instances start on first use
             _wrk(url, body, headers, c, 1)
             cpu0 = _cpu_seconds(pid) if pid else 0.0
             rps, p50, p99, n, errors = _wrk(url, body, headers, c, secs)

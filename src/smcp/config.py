@@ -13,6 +13,8 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from smcp import placement
+
 
 def _default_sandbox_python() -> str:
     # The interpreter hosted Python servers run on. It must live under a path the
@@ -215,6 +217,11 @@ class Settings(BaseSettings):
     # gateway mid-request (docs/security.md, "Scheduling"). Their CPU share and cap are
     # unchanged; off leaves them under the default policy.
     instance_sched_batch: bool = True
+    # CPU placement (smcp/placement.py), Linux CPU lists such as "0" or "2-7": the node
+    # (gateway, control plane) pins itself to node_cpus; hosted processes and builds run
+    # on instance_cpus. Empty: no restriction (every CPU the node started with).
+    node_cpus: str = ""
+    instance_cpus: str = ""
 
     # Secrets (smcp.secrets). The key ring holding the key-encryption keys: inline JSON
     # ({"active": 1, "keys": {"1": "<base64 of 32 bytes>"}}) or one base64 key, for
@@ -224,6 +231,20 @@ class Settings(BaseSettings):
     secrets_keyring: SecretStr | None = None
     secrets_keyring_file: Path | None = None
     max_secret_bytes: Annotated[int, Field(ge=1, le=1024 * 1024)] = 64 * 1024
+
+    @field_validator("node_cpus", "instance_cpus")
+    @classmethod
+    def _cpu_list(cls, value: str) -> str:
+        placement.parse_cpus(value)  # ValueError says what is wrong
+        return value.strip()
+
+    @property
+    def node_cpu_set(self) -> frozenset[int] | None:
+        return placement.parse_cpus(self.node_cpus)
+
+    @property
+    def instance_cpu_set(self) -> frozenset[int]:
+        return placement.for_hosted(placement.parse_cpus(self.instance_cpus))
 
     @field_validator("trusted_proxies")
     @classmethod

@@ -53,18 +53,26 @@ async def test_child_is_in_its_cgroup_before_exec_and_unprivileged(cgroups: Cgro
 
 @pytest.mark.parametrize("batch", [True, False])
 @pytest.mark.parametrize("in_cgroup", [True, False])
-async def test_child_policy_and_privileges_with_and_without_a_cgroup(cgroups: Cgroups, batch: bool, in_cgroup: bool) -> None:
+async def test_child_policy_placement_and_privileges_with_and_without_a_cgroup(cgroups: Cgroups, batch: bool, in_cgroup: bool) -> None:
     group = cgroups.create(f"t-policy-{int(batch)}{int(in_cgroup)}", Limits(memory_mb=64, cpu=0.5, pids=16)) if in_cgroup else None
-    kwargs, release = spawn_kwargs(UID, UID, group, batch=batch)
+    # The parent is narrowed to one CPU, as SMCP_NODE_CPUS narrows the node; the child
+    # must get the set it is given, not inherit the parent's.
+    mine = os.sched_getaffinity(0)
+    wanted = frozenset({max(mine)})
+    kwargs, release = spawn_kwargs(UID, UID, group, batch=batch, cpus=wanted)
+    if len(mine) > 1:
+        os.sched_setaffinity(0, {min(mine)})
     try:
         # Field 41 of /proc/self/stat is the scheduling policy (0 normal, 3 batch).
-        out = subprocess.run(["/bin/sh", "-c", "cut -d' ' -f41 /proc/self/stat; grep -E '^(Uid|Gid|Groups)' /proc/self/status"],
+        out = subprocess.run(["/bin/sh", "-c", "cut -d' ' -f41 /proc/self/stat; grep -E '^(Uid|Gid|Groups|Cpus_allowed_list)' /proc/self/status"],
                              capture_output=True, text=True, check=True, env={}, **kwargs).stdout  # fmt: skip
     finally:
+        os.sched_setaffinity(0, mine)
         release()
     policy, *lines = out.splitlines()
     assert int(policy) == (os.SCHED_BATCH if batch else os.SCHED_OTHER)
     status = {line.split(":")[0]: line.split(":", 1)[1].split() for line in lines}
+    assert status["Cpus_allowed_list"] == [str(max(mine))]
     assert set(status["Uid"]) == {str(UID)} and set(status["Gid"]) == {str(UID)}
     assert status["Groups"] == []
     if group is not None:

@@ -152,6 +152,7 @@ def whoami() -> dict[str, Any]:
         "hostname": socket.gethostname(),
         "cwd": os.getcwd(),
         "sched_policy": os.sched_getscheduler(0),
+        "cpus": sorted(os.sched_getaffinity(0)),
     }
 
 

@@ -15,6 +15,7 @@ import typer
 import uvicorn
 from rich.console import Console
 
+from smcp import placement
 from smcp.app import create_app
 from smcp.config import Settings
 from smcp.httpserver import HttpProtocol
@@ -116,6 +117,8 @@ def _loop_factory(settings: Settings) -> Callable[[], asyncio.AbstractEventLoop]
 
 
 def _run_until_interrupted(main: Coroutine[Any, Any, None], settings: Settings) -> None:
+    # Before the loop and its threads exist, so that they all inherit it.
+    placement.pin_node(settings.node_cpu_set)
     # uvicorn re-raises the SIGINT it handled once shutdown is complete; by then every
     # instance is stopped, so Ctrl-C is a clean, successful exit.
     try:

@@ -116,12 +116,14 @@ class Builder:
         seccomp: bytes | None = None,
         tmp_mb: int | None = None,
         sched_batch: bool = True,
+        cpus: frozenset[int] | None = None,
     ) -> None:
         # Isolation of build sandboxes (cgroups.py, seccomp.py): generous limits, but limits.
         self._cgroups = cgroups
         self._limits = limits or Limits()
         self._seccomp = seccomp
         self._sched_batch = sched_batch
+        self._cpus = cpus
         self._tmp_bytes = tmp_mb * 1024 * 1024 if tmp_mb else None
         self._root = root
         self._cache_root = cache_root
@@ -339,7 +341,7 @@ class Builder:
         plan.seccomp, plan.tmp_size = self._seccomp, self._tmp_bytes
         launch = build_launch(plan, bwrap=self._bwrap)
         group = self._cgroups.create(f"build-{work.name.strip('.')[:16]}-{os.urandom(3).hex()}", self._limits) if self._cgroups else None
-        spawn, release = spawn_kwargs(plan.uid, plan.gid, group, batch=self._sched_batch)
+        spawn, release = spawn_kwargs(plan.uid, plan.gid, group, batch=self._sched_batch, cpus=self._cpus)
         try:
             proc = await asyncio.create_subprocess_exec(
                 *launch.argv,

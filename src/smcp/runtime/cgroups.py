@@ -475,11 +475,12 @@ class Cgroup:
 
 
 def spawn_kwargs(
-    uid: int, gid: int, cgroup: Cgroup | None, *, batch: bool = True
+    uid: int, gid: int, cgroup: Cgroup | None, *, batch: bool = True, cpus: frozenset[int] | None = None
 ) -> tuple[dict[str, Any], Callable[[], None]]:
     """Keyword arguments for `asyncio.create_subprocess_exec` (or Popen) that start the
-    child as uid:gid with no supplementary groups, inside `cgroup` before it execs, and
-    (with `batch`) under the SCHED_BATCH policy.
+    child as uid:gid with no supplementary groups, inside `cgroup` before it execs,
+    (with `batch`) under the SCHED_BATCH policy, and (with `cpus`) on those CPUs only:
+    a child inherits the node's own affinity, which SMCP_NODE_CPUS may have narrowed.
 
     Everything happens in one `preexec_fn` rather than through `user=`/`group=`: the
     order matters (cgroup while still root, then groups, gid, uid), and uvloop, the
@@ -500,6 +501,8 @@ def spawn_kwargs(
             # No wakeup preemption: a hosted process that wakes never displaces the
             # gateway mid-request (see docs/runtime.md, "Scheduling").
             os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+        if cpus is not None:
+            os.sched_setaffinity(0, cpus)
         os.setgroups([])
         os.setresgid(gid, gid, gid)
         os.setresuid(uid, uid, uid)

@@ -63,6 +63,7 @@ class LocalRuntime:
             seccomp=seccomp.filter_bpf(allow_inet=True) if settings.seccomp else None,
             tmp_mb=settings.build_tmp_mb,
             sched_batch=settings.instance_sched_batch,
+            cpus=settings.instance_cpu_set,
         )
         # bwrap runs as the tenant's uid and must traverse these to bind its own
         # subdirectory; 0711 lets it pass through without listing anyone else's.
@@ -168,6 +169,7 @@ class LocalRuntime:
                 cgroup=group,
                 on_exit=exited,
                 sched_batch=self._settings.instance_sched_batch,
+                cpus=self._settings.instance_cpu_set,
             )
             try:
                 await proc.start()

@@ -41,11 +41,13 @@ class StdioProcess:
         cgroup: Cgroup | None = None,
         on_exit: ExitHandler | None = None,
         sched_batch: bool = True,
+        cpus: frozenset[int] | None = None,
     ) -> None:
         self._launch = launch
         self._cgroup = cgroup
         self._on_exit = on_exit
         self._sched_batch = sched_batch
+        self._cpus = cpus
         self._exit_noted = False
         self._uid = uid
         self._gid = gid
@@ -66,7 +68,7 @@ class StdioProcess:
 
     async def start(self) -> None:
         # Joins the cgroup and drops to uid:gid between fork and exec (see cgroups.py).
-        spawn, release = spawn_kwargs(self._uid, self._gid, self._cgroup, batch=self._sched_batch)
+        spawn, release = spawn_kwargs(self._uid, self._gid, self._cgroup, batch=self._sched_batch, cpus=self._cpus)
         try:
             self._proc = await asyncio.create_subprocess_exec(
                 *self._launch.argv,
