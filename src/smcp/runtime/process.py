@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 from collections.abc import Callable
 
 from smcp.runtime.cgroups import Cgroup, spawn_kwargs
 from smcp.runtime.sandbox import Launch
+
+log = logging.getLogger(__name__)
 
 StdoutHandler = Callable[[bytes], None]
 StderrHandler = Callable[[str], None]
@@ -20,6 +23,64 @@ ExitHandler = Callable[[int], "str | None"]
 
 class MessageTooLarge(Exception):
     pass
+
+
+class _StdoutLines(asyncio.subprocess.SubprocessStreamProtocol):
+    """The child's stdout, framed into lines where the pipe's data arrives.
+
+    A message then costs no reader task and no extra pass of the event loop before it
+    reaches the gateway (a StreamReader wakes a task, which runs on the next pass).
+    stdin and stderr stay the usual streams.
+    """
+
+    def __init__(
+        self, max_bytes: int, loop: asyncio.AbstractEventLoop, on_line: Callable[[bytes], None], on_overflow: Callable[[], None]
+    ) -> None:
+        super().__init__(limit=max_bytes + 1, loop=loop)
+        self._max = max_bytes
+        self._on_line = on_line
+        self._on_overflow = on_overflow
+        self._partial = b""
+        self._overflowed = False
+        self.stdout_done: asyncio.Future[None] = loop.create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)  # type: ignore[arg-type]
+        self.stdout = None  # framed here, not through a StreamReader
+
+    def pipe_data_received(self, fd: int, data: bytes | bytearray) -> None:
+        if fd != 1:
+            super().pipe_data_received(fd, data)
+            return
+        if self._overflowed:
+            return  # the process is being killed; keep reading to EOF so its exit is seen
+        buffer = self._partial + data if self._partial else bytes(data)
+        start = 0
+        while (end := buffer.find(b"\n", start)) >= 0:
+            if end - start > self._max:
+                self._overflow()
+                return
+            line = buffer[start:end].strip()
+            start = end + 1
+            if line:
+                self._on_line(line)
+        self._partial = buffer[start:]
+        if len(self._partial) > self._max:
+            self._overflow()
+
+    def _overflow(self) -> None:
+        self._overflowed = True
+        self._partial = b""
+        self._on_overflow()
+
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        if fd == 1:
+            rest, self._partial = self._partial.strip(), b""
+            if rest and not self._overflowed:
+                self._on_line(rest)
+            if not self.stdout_done.done():
+                self.stdout_done.set_result(None)
+        super().pipe_connection_lost(fd, exc)
 
 
 class StdioProcess:
@@ -56,6 +117,7 @@ class StdioProcess:
         self._on_stderr = on_stderr
         self._proc: asyncio.subprocess.Process | None = None
         self._pumps: list[asyncio.Task[None]] = []
+        self._stdout_done: asyncio.Future[None] | None = None
         self._write_lock = asyncio.Lock()
         self.failure: str | None = None
         # Told at once when the process is being killed for misbehaving, so callers
@@ -69,8 +131,10 @@ class StdioProcess:
     async def start(self) -> None:
         # Joins the cgroup and drops to uid:gid between fork and exec (see cgroups.py).
         spawn, release = spawn_kwargs(self._uid, self._gid, self._cgroup, batch=self._sched_batch, cpus=self._cpus)
+        loop = asyncio.get_running_loop()
         try:
-            self._proc = await asyncio.create_subprocess_exec(
+            transport, protocol = await loop.subprocess_exec(
+                lambda: _StdoutLines(self._max, loop, self._line, self._overflow),
                 *self._launch.argv,
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
@@ -78,40 +142,27 @@ class StdioProcess:
                 pass_fds=self._launch.pass_fds,
                 env={},
                 start_new_session=True,
-                limit=self._max + 1,
                 **spawn,
             )
         finally:
             self._launch.close()
             release()
-        assert self._proc.stdout and self._proc.stderr
-        self._pumps = [
-            asyncio.create_task(self._pump_stdout(self._proc.stdout)),
-            asyncio.create_task(self._pump_stderr(self._proc.stderr)),
-        ]
+        self._proc = asyncio.subprocess.Process(transport, protocol, loop)
+        self._stdout_done = protocol.stdout_done
+        assert self._proc.stderr
+        self._pumps = [asyncio.create_task(self._pump_stderr(self._proc.stderr))]
 
-    async def _pump_stdout(self, stream: asyncio.StreamReader) -> None:
-        while True:
-            try:
-                line = await stream.readuntil(b"\n")
-            except asyncio.IncompleteReadError as exc:
-                if exc.partial.strip():
-                    self._on_stdout(exc.partial.strip())
-                return
-            except asyncio.LimitOverrunError:
-                self.failure = f"sent a message over the {self._max}-byte limit"
-                self.kill()
-                if self.on_failure is not None:
-                    self.on_failure(self.failure)
-                # Drain to EOF: a reader left full keeps its pipe paused and open, and
-                # asyncio does not report the exit until every pipe has closed.
-                with contextlib.suppress(Exception):
-                    while await stream.read(1 << 16):
-                        pass
-                return
-            line = line.strip()
-            if line:
-                self._on_stdout(line)
+    def _line(self, line: bytes) -> None:
+        try:
+            self._on_stdout(line)
+        except Exception:  # noqa: BLE001 — a handler's bug must not close the pipe under the instance
+            log.exception("handling a message from the MCP server failed")
+
+    def _overflow(self) -> None:
+        self.failure = f"sent a message over the {self._max}-byte limit"
+        self.kill()
+        if self.on_failure is not None:
+            self.on_failure(self.failure)
 
     async def _pump_stderr(self, stream: asyncio.StreamReader) -> None:
         while True:
@@ -143,9 +194,11 @@ class StdioProcess:
         assert self._proc is not None
         code = await self._proc.wait()
         self._exited(code)
-        # Let the pumps hand over what the child wrote before it exited.
+        # Let the pipes hand over what the child wrote before it exited.
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(asyncio.gather(*self._pumps, return_exceptions=True), timeout=2)
+            await asyncio.wait_for(
+                asyncio.gather(self._stdout_done, *self._pumps, return_exceptions=True), timeout=2
+            )
         return code
 
     def kill(self) -> None:
