@@ -134,6 +134,7 @@ class SupervisedInstance:
                 self._on_lost(f"MCP server instance {why}")
             if restarts_left <= 0:
                 self._closing = True
+                self._ready.set()  # wake senders so they fail fast
                 self._finish(InstanceState.failed, f"gave up after {self._restart_max} restarts")
                 return
             restarts_left -= 1
@@ -194,6 +195,9 @@ class SupervisedInstance:
     def _failed(self, why: str) -> None:
         # The process is being killed for misbehaving: its in-flight requests cannot be
         # answered, and their callers should hear so now, not once the exit is reaped.
+        # New messages wait for the restart: written now, they would meet a closed pipe
+        # and end the sessions of a shared instance that is about to come back.
+        self._ready.clear()
         if self._on_lost is not None:
             self._on_lost(f"MCP server instance {why}")
 
