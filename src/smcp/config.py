@@ -163,6 +163,11 @@ class Settings(BaseSettings):
     restart_max: Annotated[int, Field(ge=0)] = 5
     restart_backoff_s: Annotated[float, Field(ge=0)] = 0.5
     restart_backoff_max_s: Annotated[float, Field(ge=0)] = 10.0
+    # restart_max counts crashes in a row: a process that ran this long before it
+    # exited gets the whole budget (and the shortest backoff) back, as systemd's
+    # StartLimitIntervalSec does, so a long-lived shared instance that crashes now and
+    # then is not given up on for good.
+    restart_budget_reset_s: Annotated[float, Field(gt=0)] = 60.0
     stop_grace_s: Annotated[float, Field(ge=0)] = 3.0
     build_timeout_s: Annotated[float, Field(gt=0)] = 600.0
     max_bundle_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024 * 1024

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
@@ -37,6 +38,7 @@ class SupervisedInstance:
         backoff_max_s: float,
         stop_grace_s: float,
         on_gone: Callable[[SupervisedInstance], None],
+        budget_reset_s: float = 60.0,
     ) -> None:
         self.record = record
         self._spawn = spawn
@@ -44,6 +46,7 @@ class SupervisedInstance:
         self._restart_max = restart_max
         self._backoff_s = backoff_s
         self._backoff_max_s = backoff_max_s
+        self._budget_reset_s = budget_reset_s
         self._stop_grace_s = stop_grace_s
         self._on_gone = on_gone
         self._proc: StdioProcess | None = None
@@ -121,11 +124,14 @@ class SupervisedInstance:
     async def _supervise(self) -> None:
         restarts_left = self._restart_max
         delay = self._backoff_s
+        started = time.monotonic()
         while True:
             assert self._proc is not None
             code = await self._proc.wait()
             if self._closing:
                 return
+            if time.monotonic() - started >= self._budget_reset_s:
+                restarts_left, delay = self._restart_max, self._backoff_s
             why = self._proc.failure or f"exited with code {code}"
             self.record.exit_code = code
             self._ready.clear()
@@ -147,6 +153,7 @@ class SupervisedInstance:
             try:
                 self._proc = await self._spawn(self._from_process, self._from_stderr)
                 self._proc.on_failure = self._failed
+                started = time.monotonic()
             except Exception as exc:  # a spawn failure is a crash like any other
                 self._event(f"restart failed: {exc}")
                 continue

@@ -190,6 +190,7 @@ class LocalRuntime:
             restart_max=self._settings.restart_max,
             backoff_s=self._settings.restart_backoff_s,
             backoff_max_s=self._settings.restart_backoff_max_s,
+            budget_reset_s=self._settings.restart_budget_reset_s,
             stop_grace_s=self._settings.stop_grace_s,
             on_gone=gone,
         )
