@@ -4,7 +4,9 @@ Everything runs in this one command on this machine, so only ratios are reported
 results: added latency at concurrency 1 (p50/p99), throughput ratio at 1 and 32, and
 gateway CPU-microseconds per proxied call. The gateway is loaded with wrk (one thread).
 Each point is measured in several rounds, each a baseline run and a gateway run back
-to back, and the per-round figures' median is reported with their range.
+to back, and the per-round figures' median is reported with their range. The cost of
+one wake from idle on this machine (bench/calibrate.py) is measured before and after:
+CPU per call relaying for a saturated server moves with it.
 
 "The same server called directly" is the hosted demo's own code, on the interpreter
 and packages of its hosted build, with no gateway and no sandbox, over the transport
@@ -34,6 +36,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench import calibrate  # noqa: E402
 from bench.stdio_load import StdioServer  # noqa: E402
 from tests.harness import EXAMPLES, free_port, start_node  # noqa: E402
 
@@ -166,6 +169,8 @@ def main() -> None:
         sys.exit("wrk is needed: apt-get install wrk (make bench installs it)")
     secs = args.seconds
     rounds = max(1, args.rounds)
+    machine = [calibrate.describe()]
+    print(machine[0], flush=True)
     runs: list[Run] = []
     current = 0  # the round the next runs belong to
     base = Path(tempfile.mkdtemp(prefix="smcp-bench-"))
@@ -269,7 +274,11 @@ def main() -> None:
             p.terminate()
         node.stop()
         shutil.rmtree(base, ignore_errors=True)
+    machine.append(calibrate.describe())
     _report(runs)
+    print("\nThe machine, before and after (gateway CPU per call with a saturated server is mostly such wake-ups):")
+    for line in machine:
+        print(f"  {line}")
 
 
 def _find(runs: list[Run], name: str, c: int) -> Run:
