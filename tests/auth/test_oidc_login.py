@@ -327,6 +327,19 @@ async def swapped(idp, browser, *, id_token_for) -> tuple[httpx.Response, Swap]:
     return await browser.get(await walk(browser, upstream, stop_at=CALLBACK)), swap
 
 
+async def swapped_from_another_provider(idp, browser, jwks) -> tuple[httpx.Response, Swap]:
+    """`swapped`, with a genuine ID token for SMCP's client from a second provider
+    signing with `jwks`."""
+    other = OpenIdProvider.start(clients=[SMCP_CLIENT], accounts=ACCOUNTS, jwks=jwks)
+    try:
+        async def from_other(nonce: str) -> str:
+            return await other.id_token("smcp-test", nonce=nonce, account="alice")
+
+        return await swapped(idp, browser, id_token_for=from_other)
+    finally:
+        other.stop()
+
+
 async def test_id_token_for_another_audience_is_refused(sso, browser, provider) -> None:
     async def other_app(nonce: str) -> str:
         return await provider.id_token("other-app", nonce=nonce, account="alice")
@@ -338,42 +351,21 @@ async def test_id_token_for_another_audience_is_refused(sso, browser, provider) 
 
 async def test_id_token_from_another_issuer_with_the_same_keys_is_refused(sso, browser, shared_jwks) -> None:
     # A second provider with the same signing key: its token verifies, but names itself.
-    other = OpenIdProvider.start(clients=[SMCP_CLIENT], accounts=ACCOUNTS, jwks=shared_jwks)
-    try:
-        async def from_other(nonce: str) -> str:
-            return await other.id_token("smcp-test", nonce=nonce, account="alice")
-
-        r, _ = await swapped(sso, browser, id_token_for=from_other)
-    finally:
-        other.stop()
+    r, _ = await swapped_from_another_provider(sso, browser, shared_jwks)
     assert r.status_code == 502 and "issued by another identity provider" in error_text(r)
     assert await link_count(sso) == 0
 
 
 async def test_id_token_signed_with_an_unpublished_key_is_refused_after_one_refetch(sso, browser, monkeypatch) -> None:
     monkeypatch.setattr(oidc, "JWKS_REFETCH_MIN_S", 0.0)
-    other = OpenIdProvider.start(clients=[SMCP_CLIENT], accounts=ACCOUNTS, jwks=rsa_jwks("stranger-1"))
-    try:
-        async def from_other(nonce: str) -> str:
-            return await other.id_token("smcp-test", nonce=nonce, account="alice")
-
-        r, swap = await swapped(sso, browser, id_token_for=from_other)
-    finally:
-        other.stop()
+    r, swap = await swapped_from_another_provider(sso, browser, rsa_jwks("stranger-1"))
     assert r.status_code == 502 and "key the identity provider does not publish" in error_text(r)
     assert swap.jwks_fetches == 2  # the cached set, then one refetch for the unknown kid
     assert await link_count(sso) == 0
 
 
 async def test_id_token_with_a_known_kid_but_another_key_is_refused(sso, browser) -> None:
-    other = OpenIdProvider.start(clients=[SMCP_CLIENT], accounts=ACCOUNTS, jwks=rsa_jwks("shared-1"))
-    try:
-        async def from_other(nonce: str) -> str:
-            return await other.id_token("smcp-test", nonce=nonce, account="alice")
-
-        r, _ = await swapped(sso, browser, id_token_for=from_other)
-    finally:
-        other.stop()
+    r, _ = await swapped_from_another_provider(sso, browser, rsa_jwks("shared-1"))
     assert r.status_code == 502 and "signature does not verify" in error_text(r)
 
 

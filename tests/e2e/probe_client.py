@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import httpx
@@ -68,6 +69,16 @@ class ProbeSession:
         except ValueError:
             payload = text
         return bool(final["result"].get("isError")), payload
+
+    def wait_until_answering(self, timeout: float = 10, every: float = 0.2) -> None:
+        """Ping until the instance behind this session answers again (after a restart)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            r, messages = self.rpc("ping")
+            if r.status_code == 200 and "result" in messages[-1]:
+                return
+            assert time.monotonic() < deadline, messages
+            time.sleep(every)
 
     def ok(self, tool: str, **arguments: Any) -> Any:
         is_error, payload = self.call(tool, **arguments)

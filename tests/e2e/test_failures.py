@@ -20,13 +20,7 @@ def test_crash_mid_call_is_an_error_not_a_hang(probe: Hosted) -> None:
         assert messages[-1]["error"]["code"] == -32002
         assert "exited with code 3" in messages[-1]["error"]["message"]
         # The instance is restarted behind the same session, with the handshake replayed.
-        deadline = time.monotonic() + 10
-        while True:
-            r, messages = s.rpc("ping")
-            if r.status_code == 200 and "result" in messages[-1]:
-                break
-            assert time.monotonic() < deadline, messages
-            time.sleep(0.2)
+        s.wait_until_answering()
         assert s.ok("whoami")["uid"] != 0
     finally:
         s.close()

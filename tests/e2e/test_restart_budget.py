@@ -42,13 +42,7 @@ def _hosted(node: Node, tenant: str) -> Hosted:
 def _crash_and_recover(s: ProbeSession) -> None:
     r, messages = s.rpc("tools/call", {"name": "crash", "arguments": {"code": 3}})
     assert messages[-1]["error"]["code"] == -32002, messages
-    deadline = time.monotonic() + 10
-    while True:
-        r, messages = s.rpc("ping")
-        if r.status_code == 200 and "result" in messages[-1]:
-            return
-        assert time.monotonic() < deadline, messages
-        time.sleep(0.1)
+    s.wait_until_answering(every=0.1)
 
 
 def _live(node: Node, hosted: Hosted) -> list[dict]:

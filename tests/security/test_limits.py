@@ -109,13 +109,7 @@ def test_memory_exhaustion_is_an_oom_event_and_an_error(node: Node, probe: Hoste
         assert "out of memory (limit 128 MiB)" in error["message"]
         wait_for_log(node, probe, lambda x: x["stream"] == "event" and "killed: out of memory (limit 128 MiB)" in x["text"])
         # The instance is restarted behind the session and serves again.
-        deadline = time.monotonic() + 10
-        while True:
-            r, messages = s.rpc("ping")
-            if r.status_code == 200 and "result" in messages[-1]:
-                break
-            assert time.monotonic() < deadline, messages
-            time.sleep(0.2)
+        s.wait_until_answering()
         assert s.ok("alloc", mb=16)["allocated_mb"] == 16  # within the limit, memory is there
     finally:
         s.close()

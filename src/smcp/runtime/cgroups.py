@@ -499,7 +499,7 @@ def spawn_kwargs(
             os.write(fd, b"0")
         if batch:
             # No wakeup preemption: a hosted process that wakes never displaces the
-            # gateway mid-request (see docs/runtime.md, "Scheduling").
+            # gateway mid-request (docs/security.md, "Scheduling").
             os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
         if cpus is not None:
             os.sched_setaffinity(0, cpus)

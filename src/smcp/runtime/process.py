@@ -21,10 +21,6 @@ StderrHandler = Callable[[str], None]
 ExitHandler = Callable[[int], "str | None"]
 
 
-class MessageTooLarge(Exception):
-    pass
-
-
 class _StdoutLines(asyncio.subprocess.SubprocessStreamProtocol):
     """The child's stdout, framed into lines where the pipe's data arrives.
 
@@ -116,7 +112,7 @@ class StdioProcess:
         self._on_stdout = on_stdout
         self._on_stderr = on_stderr
         self._proc: asyncio.subprocess.Process | None = None
-        self._pumps: list[asyncio.Task[None]] = []
+        self._stderr_pump: asyncio.Task[None] | None = None
         self._stdout_done: asyncio.Future[None] | None = None
         self._write_lock = asyncio.Lock()
         self.failure: str | None = None
@@ -150,7 +146,7 @@ class StdioProcess:
         self._proc = asyncio.subprocess.Process(transport, protocol, loop)
         self._stdout_done = protocol.stdout_done
         assert self._proc.stderr
-        self._pumps = [asyncio.create_task(self._pump_stderr(self._proc.stderr))]
+        self._stderr_pump = asyncio.create_task(self._pump_stderr(self._proc.stderr))
 
     def _line(self, line: bytes) -> None:
         try:
@@ -197,7 +193,7 @@ class StdioProcess:
         # Let the pipes hand over what the child wrote before it exited.
         with contextlib.suppress(Exception):
             await asyncio.wait_for(
-                asyncio.gather(self._stdout_done, *self._pumps, return_exceptions=True), timeout=2
+                asyncio.gather(self._stdout_done, self._stderr_pump, return_exceptions=True), timeout=2
             )
         return code
 
