@@ -26,13 +26,16 @@ _BACKLOG = 256
 
 
 class PendingRequest:
-    __slots__ = ("id", "queue", "token_key", "streaming")
+    __slots__ = ("id", "queue", "token_key", "streaming", "writing")
 
     def __init__(self, id: Any, token_key: bytes | None) -> None:
         self.id = id
         self.queue = Mailbox()
         self.token_key = token_key
         self.streaming = True
+        # Still being handed to the channel, which may resend it to a restarted
+        # instance: the loss of the previous process is not its loss.
+        self.writing = False
 
 
 class Session:
@@ -116,11 +119,15 @@ class Session:
         self._backlog.clear()
         return items
 
-    def fail_pending(self, code: int, message: str) -> None:
-        for pending in list(self.pending.values()):
+    def fail_pending(self, code: int, message: str, *, spare_writing: bool = False) -> None:
+        """Answer every pending request with an error; `spare_writing` keeps those still
+        being written (an instance that lost its process resends them to the next)."""
+        failed = [key for key, p in self.pending.items() if not (spare_writing and p.writing)]
+        for key in failed:
+            pending = self.pending.pop(key)
+            if pending.token_key is not None:
+                self._progress.pop(pending.token_key, None)
             pending.queue.put_nowait((jsonrpc.error(pending.id, code, message), True))
-        self.pending.clear()
-        self._progress.clear()
 
     def close(self, reason: str) -> None:
         if self.closed is not None:

@@ -277,12 +277,15 @@ class Gateway:
             await _rpc_error(send, 429, message.id, jsonrpc.TOO_MANY_PENDING, "too many requests in flight on this session")
             return
         pending = session.begin(message)
+        pending.writing = True
         try:
             await session.channel.send(message.raw)
         except ChannelClosed as exc:
             session.end(message.id_key)
             await self._gone(send, session, message, str(exc))
             return
+        finally:
+            pending.writing = False
 
         async def timed_out() -> Item:
             return await self._timed_out(session, message)
@@ -401,7 +404,7 @@ class Gateway:
         )
 
     def _lost(self, session: Session, why: str) -> None:
-        session.fail_pending(jsonrpc.INSTANCE_LOST, f"{why}; the request was not completed")
+        session.fail_pending(jsonrpc.INSTANCE_LOST, f"{why}; the request was not completed", spare_writing=True)
 
     def _closed(self, session: Session, why: str) -> None:
         self.sessions.remove(session.id)

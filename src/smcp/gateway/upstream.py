@@ -88,7 +88,7 @@ def to_modern_result(method: str | None, result: dict[str, Any]) -> None:
 
 
 class UpstreamRequest:
-    __slots__ = ("caller", "capabilities", "client_id", "method", "modern", "owner", "sink", "token")
+    __slots__ = ("caller", "capabilities", "client_id", "method", "modern", "owner", "sink", "token", "writing")
 
     def __init__(
         self,
@@ -111,6 +111,8 @@ class UpstreamRequest:
         # A modern caller (no session): who it is and what it declared in its _meta.
         self.caller = caller
         self.capabilities = capabilities
+        # Still being written: the instance resends it if its process was lost meanwhile.
+        self.writing = False
 
 
 class SharedUpstream:
@@ -272,11 +274,14 @@ class SharedUpstream:
         self._pending[gid] = pending
         if token is not None:
             self._tokens[gid] = pending
+        pending.writing = True
         try:
             await self.write({**body, "id": gid})
         except ChannelClosed:
             self.done(gid)
             raise
+        finally:
+            pending.writing = False
         return gid
 
     async def write(self, message: dict[str, Any]) -> None:
@@ -488,15 +493,22 @@ class SharedUpstream:
                 if isinstance(tool, dict) and isinstance(tool.get("name"), str):
                     self.mirrored[tool["name"]] = mirrored_params(tool)
 
-    def _fail_all(self, why: str) -> None:
+    def _fail_all(self, why: str, *, spare_writing: bool = False) -> None:
+        """Answer every request in flight with an error; `spare_writing` keeps those
+        still being written (the instance resends them to its restarted process)."""
         self._lot.clear()
         pending, self._pending = self._pending, {}
-        self._tokens.clear()
-        for request in pending.values():
+        tokens, self._tokens = self._tokens, {}
+        for gid, request in pending.items():
+            if spare_writing and request.writing:
+                self._pending[gid] = request
+                if request.token is not None and gid in tokens:
+                    self._tokens[gid] = request
+                continue
             request.sink(jsonrpc.error(request.client_id, jsonrpc.INTERNAL_ERROR, why, _LOST), True)
 
     def _on_lost(self, why: str) -> None:
-        self._fail_all(f"{why}; the request was not completed")
+        self._fail_all(f"{why}; the request was not completed", spare_writing=True)
 
     def _on_closed(self, why: str) -> None:
         self._channel = None

@@ -78,12 +78,34 @@ class SupervisedInstance:
             self._remember_handshake(raw)
         if not self._ready.is_set():
             await self._ready.wait()
-        if self._closing or self._proc is None:
+        proc = self._proc
+        if self._closing or proc is None:
             raise ChannelClosed("instance is stopped")
+        try:
+            await proc.write(raw)
+            return
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        # The process stopped reading before this message reached it (it died and is
+        # not reaped yet, or closed its stdin), so nothing was delivered: the message
+        # goes, once, to the process started in its place, after the handshake replay.
+        if not await self._replaced(proc):
+            raise ChannelClosed("instance exited")
+        assert self._proc is not None
         try:
             await self._proc.write(raw)
         except (BrokenPipeError, ConnectionResetError) as exc:
             raise ChannelClosed("instance exited") from exc
+
+    async def _replaced(self, proc: StdioProcess) -> bool:
+        """Wait until `proc` has been replaced by a restart; False if it never will be."""
+        if self._proc is proc and not self._closing:
+            self._ready.clear()  # later messages wait for the restart too
+            # Alive with its stdin closed, it could never take another message; its
+            # exit (or its kill) is what the supervisor restarts on.
+            proc.kill()
+        await self._ready.wait()
+        return not self._closing and self._proc is not None and self._proc is not proc
 
     async def close(self) -> None:
         await self.stop("session closed")

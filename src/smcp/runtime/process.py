@@ -77,6 +77,12 @@ class _StdoutLines(asyncio.subprocess.SubprocessStreamProtocol):
             if not self.stdout_done.done():
                 self.stdout_done.set_result(None)
         super().pipe_connection_lost(fd, exc)
+        if fd == 0 and exc is not None:
+            # Python 3.11 keeps a broken stdin's error in a future nobody awaits and logs
+            # it as an error when collected; the writer is told instead (write()).
+            closed = getattr(self, "_stdin_closed", None)
+            if isinstance(closed, asyncio.Future) and closed.done():
+                closed.exception()
 
 
 class StdioProcess:
@@ -179,12 +185,26 @@ class StdioProcess:
         proc = self._proc
         if proc is None or proc.stdin is None or proc.returncode is not None:
             raise BrokenPipeError("process is not running")
-        # The transport queues what the pipe cannot take at once; only then is there
-        # anything to wait for (the common case costs no lock and no drain).
-        proc.stdin.write(raw + b"\n")
-        if proc.stdin.transport.get_write_buffer_size():
-            async with self._write_lock:
-                await proc.stdin.drain()
+        stdin = proc.stdin
+        transport = stdin.transport
+        # The child may be gone before its exit is reaped. The write that meets its
+        # closed pipe fails without a word: the transport just closes (asyncio and
+        # uvloop alike); later writes are dropped (asyncio) or raise RuntimeError
+        # (uvloop). Either way the message did not arrive, and the caller hears it as
+        # a broken pipe: it must neither lose the message silently nor fail with a 500.
+        if transport.is_closing():
+            raise BrokenPipeError("the process's stdin is closed")
+        try:
+            stdin.write(raw + b"\n")
+            if transport.is_closing():
+                raise BrokenPipeError("the process's stdin closed under this message")
+            # The transport queues what the pipe cannot take at once; only then is
+            # there anything to wait for (the common case costs no lock and no drain).
+            if transport.get_write_buffer_size():
+                async with self._write_lock:
+                    await stdin.drain()
+        except RuntimeError as exc:
+            raise BrokenPipeError(str(exc)) from exc
 
     async def wait(self) -> int:
         assert self._proc is not None
