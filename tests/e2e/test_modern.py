@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import concurrent.futures
+import json
 from typing import Any
 
 import httpx
@@ -234,3 +236,36 @@ async def test_sdk_modern_client_answers_a_legacy_servers_roots_request(probe: H
     assert asked == [True]
     assert not result.is_error, result
     assert "file:///from-the-sdk" in result.content[0].text
+
+
+def _tool(probe: Hosted, name: str, id: Any = 1) -> dict[str, Any]:
+    body = {"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": name, "arguments": {}, "_meta": _meta()}}
+    r = _post(probe, body, mcp_name=name)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def _listings(probe: Hosted) -> int:
+    answer = _tool(probe, "received")
+    return int(json.loads(answer["result"]["content"][0]["text"]).get("tools/list", 0))
+
+
+def test_the_tool_list_behind_header_checks_is_fetched_once_until_it_changes(probe: Hosted) -> None:
+    """Checking a call's Mcp-Param-* headers needs the tool's schema. Calls of tools
+    the server does not have, alone or concurrent, must not make the gateway list the
+    tools again each time; the server saying its tools changed must."""
+    _tool(probe, "tools_changed")
+    before = _listings(probe)  # lists once, after the change
+
+    for i in range(5):
+        assert _tool(probe, "no_such_tool", id=i)["error"]["code"] == -32602
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda i: _tool(probe, "no_such_tool", id=i), range(8)))
+    assert all(a["error"]["code"] == -32602 for a in answers)
+    assert _listings(probe) == before
+
+    _tool(probe, "tools_changed")
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda i: _tool(probe, "no_such_tool", id=i), range(8)))
+    assert all(a["error"]["code"] == -32602 for a in answers)
+    assert _listings(probe) == before + 1  # one listing, shared by the concurrent calls

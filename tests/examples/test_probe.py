@@ -25,7 +25,7 @@ EXPECTED_TOOLS = {
     "read_file", "list_dir", "write_file", "list_pids", "connect", "unix_connect", "env", "proc1_environ",
     "whoami", "kill", "stderr", "crash", "sleep", "notify", "big", "ask_roots",
     "fork_bomb", "alloc", "cpu_burn", "fill_disk", "syscall", "socket",
-    "http_get",
+    "http_get", "received", "tools_changed",
 }  # fmt: skip
 
 
@@ -133,7 +133,7 @@ def test_initialize_negotiates_version(asked: str, agreed: str) -> None:
     try:
         result = p.initialize(asked)["result"]
         assert result["protocolVersion"] == agreed
-        assert result["capabilities"] == {"tools": {}, "logging": {}}
+        assert result["capabilities"] == {"tools": {"listChanged": True}, "logging": {}}
         assert result["serverInfo"]["name"] == "probe"
         assert p.request("ping")["result"] == {}
     finally:

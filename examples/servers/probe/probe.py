@@ -195,6 +195,18 @@ def set_level(params: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
+RECEIVED: dict[str, int] = {}  # requests this process was sent, by method
+
+
+def received() -> dict[str, int]:
+    return dict(RECEIVED)
+
+
+def tools_changed() -> dict[str, Any]:
+    send({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"})
+    return {"sent": True}
+
+
 def big(nbytes: int) -> str:
     return "x" * nbytes  # the text itself, not JSON, so its size is exact
 
@@ -374,6 +386,8 @@ TOOLS: dict[str, tuple[Callable[..., Any], str, dict[str, Any]]] = {
     "crash": (crash, "Exit immediately with the given code, without replying.", _schema(code="integer?")),
     "sleep": (sleep, "Sleep, then reply.", _schema(seconds="number")),
     "notify": (notify, "Send n log notifications (at a level, info by default), then reply.", _schema(n="integer", level="string?")),
+    "received": (received, "How many requests of each method this process was sent.", _schema()),
+    "tools_changed": (tools_changed, "Send notifications/tools/list_changed, then reply.", _schema()),
     "big": (big, "Reply with a text of exactly nbytes bytes.", _schema(nbytes="integer")),
     "ask_roots": (ask_roots, "Ask the client for its roots and return its response.", _schema(timeout="number?")),
     "fork_bomb": (fork_bomb, "Fork up to n short-lived children; report how many started.", _schema(n="integer", hold="number?")),
@@ -408,7 +422,7 @@ def initialize(params: dict[str, Any]) -> dict[str, Any]:
     asked = params.get("protocolVersion")
     return {
         "protocolVersion": asked if asked in SUPPORTED_VERSIONS else SUPPORTED_VERSIONS[0],
-        "capabilities": {"tools": {}, "logging": {}},
+        "capabilities": {"tools": {"listChanged": True}, "logging": {}},
         "serverInfo": SERVER_INFO,
     }
 
@@ -481,6 +495,8 @@ def main() -> None:
             continue
         if "id" not in message:
             continue  # notifications (initialized, cancelled, ...) need no answer
+        method = str(message["method"])
+        RECEIVED[method] = RECEIVED.get(method, 0) + 1
         # A thread per request: slow tools must not hold up pings or the responses
         # that a tool waiting on the client (ask_roots) depends on.
         threading.Thread(target=handle_request, args=(message,), daemon=True).start()

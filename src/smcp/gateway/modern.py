@@ -86,17 +86,10 @@ class ModernEndpoint:
         name = params.get("name") if isinstance(params, dict) else None
         if not isinstance(name, str):
             return None
-        if name not in upstream.mirrored:
-            # Learn the tool's x-mcp-header annotations once, from the server itself.
-            answered: asyncio.Queue[bytes] = asyncio.Queue()
-            with contextlib.suppress(ChannelClosed, TimeoutError):
-                listing: dict[str, Any] = {"jsonrpc": "2.0", "id": "smcp-tools", "method": "tools/list"}
-                if upstream.era == "modern":
-                    meta = modern.meta_of(message.body) or {}
-                    listing["params"] = {"_meta": {k: v for k, v in meta.items() if k.startswith("io.modelcontextprotocol/")}}
-                await upstream.send(listing, lambda raw, _final: answered.put_nowait(raw), modern=False)
-                await asyncio.wait_for(answered.get(), timeout=self._s.request_timeout_s)
-        return modern.check_param_headers(message, headers, upstream.mirrored.get(name, {}))
+        mirrored: dict[str, tuple[str, ...]] = {}
+        with contextlib.suppress(ChannelClosed):
+            mirrored = await upstream.tool_headers(name, self._s.request_timeout_s)
+        return modern.check_param_headers(message, headers, mirrored)
 
     def _discover(self, message: jsonrpc.Message, upstream: SharedUpstream) -> bytes:
         """This endpoint's discovery: the instance's own answer (or its initialize result),

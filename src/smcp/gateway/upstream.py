@@ -21,8 +21,8 @@ from smcp import __version__
 from smcp.domain import Revision
 from smcp.gateway import parking
 from smcp.gateway.parking import ParkingLot
+from smcp.gateway.toolheaders import ToolHeaders
 from smcp.protocol import jsonrpc, loglevels
-from smcp.protocol.modern import mirrored_params
 from smcp.runtime.interface import Channel, ChannelClosed, Runtime
 
 
@@ -87,6 +87,15 @@ def to_modern_result(method: str | None, result: dict[str, Any]) -> None:
         result.setdefault("cacheScope", "private")
 
 
+def _gateway_envelope() -> dict[str, Any]:
+    """The per-request _meta of the gateway's own requests to a modern instance."""
+    return {
+        "io.modelcontextprotocol/protocolVersion": MODERN_VERSION,
+        "io.modelcontextprotocol/clientCapabilities": {},
+        "io.modelcontextprotocol/clientInfo": {"name": "smcp-gateway", "version": __version__},
+    }
+
+
 class UpstreamRequest:
     __slots__ = ("caller", "capabilities", "client_id", "method", "modern", "owner", "sink", "token", "writing")
 
@@ -149,8 +158,8 @@ class SharedUpstream:
         self.init_result: dict[str, Any] | None = None
         self.listeners: set[asyncio.Queue[dict[str, Any]]] = set()
         self.channels: set[SessionPeer] = set()
-        # tool name → {header: property path}, learnt from tools/list results.
-        self.mirrored: dict[str, dict[str, tuple[str, ...]]] = {}
+        # Each tool's mirrored headers (x-mcp-header), learnt from tools/list.
+        self.tools = ToolHeaders()
         self._subscriptions: dict[str, int] = {}
         # The level the instance was last set to: the most verbose any session wants.
         self._log_rank: int | None = None
@@ -206,12 +215,7 @@ class SharedUpstream:
             return None
 
     async def _probe_modern(self, channel: Channel) -> bool:
-        meta = {
-            "io.modelcontextprotocol/protocolVersion": MODERN_VERSION,
-            "io.modelcontextprotocol/clientCapabilities": {},
-            "io.modelcontextprotocol/clientInfo": {"name": "smcp-gateway", "version": __version__},
-        }
-        answer = await self._exchange(channel, "server/discover", {"_meta": meta}, min(self._init_timeout_s, 10.0))
+        answer = await self._exchange(channel, "server/discover", {"_meta": _gateway_envelope()}, min(self._init_timeout_s, 10.0))
         result = answer.get("result") if answer else None
         if isinstance(result, dict) and MODERN_VERSION in (result.get("supportedVersions") or []):
             self.discover_result = result
@@ -392,6 +396,8 @@ class SharedUpstream:
                 params["progressToken"] = owner.token
                 owner.sink(orjson.dumps(message), False)
         elif method in BROADCAST:
+            if method == "notifications/tools/list_changed":
+                self.tools.forget()
             self._broadcast(message, lambda ch: True)
         elif method == "notifications/resources/updated":
             params = message.get("params") if isinstance(message.get("params"), dict) else {}
@@ -489,9 +495,24 @@ class SharedUpstream:
         result = message.get("result")
         tools = result.get("tools") if isinstance(result, dict) else None
         if isinstance(tools, list):
-            for tool in tools:
-                if isinstance(tool, dict) and isinstance(tool.get("name"), str):
-                    self.mirrored[tool["name"]] = mirrored_params(tool)
+            self.tools.learn(tools)
+
+    async def tool_headers(self, name: str, timeout_s: float) -> dict[str, tuple[str, ...]]:
+        """The headers a modern call of tool `name` must mirror (x-mcp-header)."""
+        known = self.tools.known(name)
+        if known is not None:
+            return known
+
+        async def page(cursor: str | None) -> dict[str, Any] | None:
+            channel = self._channel
+            if channel is None:
+                raise ChannelClosed("the MCP server instance is not running")
+            params: dict[str, Any] = {"cursor": cursor} if cursor else {}
+            if self.era == "modern":
+                params["_meta"] = _gateway_envelope()
+            return await self._exchange(channel, "tools/list", params, timeout_s)
+
+        return await self.tools.of(name, page)
 
     def _fail_all(self, why: str, *, spare_writing: bool = False) -> None:
         """Answer every request in flight with an error; `spare_writing` keeps those
@@ -514,6 +535,7 @@ class SharedUpstream:
         self._channel = None
         self.init_result = None
         self._log_rank = None
+        self.tools.forget()
         # Sessions outlive the instance: the next request starts a new one.
         self._fail_all(f"MCP server instance closed: {why}")
 
