@@ -21,6 +21,9 @@ from typing import Generic, TypeVar
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
+# What peek() returns when the cache cannot answer without a load.
+MISS: object = object()
+
 log = logging.getLogger(__name__)
 
 
@@ -31,6 +34,14 @@ class TTLCache(Generic[K, V]):
         self._refresh_window = ttl_s * refresh_ahead
         self._entries: dict[K, tuple[float, V]] = {}
         self._loading: dict[K, asyncio.Task[V]] = {}
+
+    def peek(self, key: K) -> V | object:
+        """The value when it is fresh and not yet due for a reload, else MISS: the hot
+        path's answer without a coroutine, a closure or a lock."""
+        hit = self._entries.get(key)
+        if hit is not None and hit[0] - time.monotonic() > self._refresh_window:
+            return hit[1]
+        return MISS
 
     async def get(self, key: K, load: Callable[[], Awaitable[V]]) -> V:
         """The value for `key`, from `load` when it must be (re)loaded."""

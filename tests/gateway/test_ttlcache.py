@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from smcp.ttlcache import TTLCache
+from smcp.ttlcache import MISS, TTLCache
 
 
 class Source:
@@ -100,3 +100,24 @@ async def test_size_is_bounded() -> None:
     for i in range(1000):
         await cache.get(i, source)
     assert len(cache._entries) <= 100
+
+
+async def test_peek_answers_only_while_fresh_and_not_yet_due_for_a_reload() -> None:
+    cache: TTLCache[str, int] = TTLCache(0.4, refresh_ahead=0.5)
+    assert cache.peek("k") is MISS
+
+    async def load() -> int:
+        return 7
+
+    assert await cache.get("k", load) == 7
+    assert cache.peek("k") == 7
+    await asyncio.sleep(0.25)  # inside the last half of its life: due for a reload
+    assert cache.peek("k") is MISS
+    assert await cache.get("k", load) == 7  # served, and reloaded in the background
+    await asyncio.sleep(0.05)
+    assert cache.peek("k") == 7
+    await asyncio.sleep(0.45)
+    assert cache.peek("k") is MISS  # expired
+
+    off: TTLCache[str, int] = TTLCache(0)
+    assert await off.get("k", load) == 7 and off.peek("k") is MISS

@@ -9,7 +9,7 @@ import hashlib
 from collections.abc import Awaitable, Callable
 
 from smcp.domain import Principal
-from smcp.ttlcache import TTLCache
+from smcp.ttlcache import MISS, TTLCache
 
 Authenticate = Callable[[str], Awaitable[Principal | None]]
 
@@ -23,4 +23,7 @@ class CachedAuthenticator:
 
     async def __call__(self, token: str) -> Principal | None:
         key = hashlib.sha256(token.encode()).digest()
+        hit = self._cache.peek(key)
+        if hit is not MISS:
+            return hit  # type: ignore[return-value]
         return await self._cache.get(key, lambda: self._inner(token))

@@ -17,10 +17,11 @@ class BodyTooLarge(Exception):
 
 
 def header_map(scope: Scope) -> dict[str, str]:
-    # Repeated headers are joined, as HTTP allows for list-valued fields.
+    # Repeated headers are joined, as HTTP allows for list-valued fields. Names come
+    # lower-cased: the node's server (uvicorn) lowers them, as ASGI asks.
     out: dict[str, str] = {}
     for key, value in scope["headers"]:
-        name = key.decode("latin-1").lower()
+        name = key.decode("latin-1")
         # HTTP ignores whitespace around a field value; some parsers keep it.
         text = value.decode("latin-1").strip(" \t")
         out[name] = f"{out[name]}, {text}" if name in out else text
@@ -43,9 +44,16 @@ async def read_body(receive: Receive, limit: int) -> bytes:
             return b"".join(chunks)
 
 
+_JSON = (b"content-type", b"application/json")
+
+
 def _headers(content_type: str | None, extra: Iterable[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
-    out = [(b"content-type", content_type.encode())] if content_type else []
-    out += [(k.encode(), v.encode()) for k, v in extra]
+    if content_type is None:
+        out = []
+    else:
+        out = [_JSON if content_type == "application/json" else (b"content-type", content_type.encode())]
+    if extra:
+        out += [(k.encode(), v.encode()) for k, v in extra]
     return out
 
 

@@ -6,7 +6,9 @@ Shared by both eras; they differ only in what a timeout and a client disconnect 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
+import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable
 
@@ -46,22 +48,60 @@ class Mailbox:
         return self._items.popleft()
 
     async def wait(self, timeout: float) -> None:
-        """Until an item arrives, wake() is called, or the timeout passes."""
+        """Until an item arrives, wake() is called, or the timeout passes (give or
+        take one tick of the loop's deadline clock)."""
         if self._items:
             return
         loop = asyncio.get_running_loop()
         waiter = self._waiter = loop.create_future()
-        timer = loop.call_later(timeout, _settle, waiter)
+        clock = _clocks.get(loop)
+        if clock is None:
+            clock = _clocks[loop] = DeadlineClock(loop)
+        slot = clock.add(waiter, timeout)
         try:
             await waiter
         finally:
-            timer.cancel()
+            clock.discard(slot, waiter)
             self._waiter = None
 
 
-def _settle(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
+class DeadlineClock:
+    """Wakes waiters whose time is up with one timer per tick, not one per wait.
+
+    Every request in flight waits with a deadline that almost never passes; a timer of
+    its own (made, then cancelled) cost more than the rest of the wait. Deadlines are
+    rounded up to the next tick, so a wait may last up to one tick longer.
+    """
+
+    TICK_S = 0.05
+
+    __slots__ = ("_loop", "_slots")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._slots: dict[int, set[asyncio.Future[None]]] = {}
+
+    def add(self, waiter: asyncio.Future[None], timeout: float) -> int:
+        slot = math.ceil((self._loop.time() + max(timeout, 0.0)) / self.TICK_S)
+        waiters = self._slots.get(slot)
+        if waiters is None:
+            waiters = self._slots[slot] = set()
+            self._loop.call_at(slot * self.TICK_S, self._fire, slot)
+        waiters.add(waiter)
+        return slot
+
+    def discard(self, slot: int, waiter: asyncio.Future[None]) -> None:
+        waiters = self._slots.get(slot)
+        if waiters is not None:
+            waiters.discard(waiter)
+
+    def _fire(self, slot: int) -> None:
+        for waiter in self._slots.pop(slot, ()):
+            if not waiter.done():
+                waiter.set_result(None)
+
+
+_clocks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, DeadlineClock] = weakref.WeakKeyDictionary()
 
 
 async def next_item(

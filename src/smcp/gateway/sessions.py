@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -61,6 +62,15 @@ class Session:
         self._backlog: deque[bytes] = deque(maxlen=_BACKLOG)
         self.last_active = time.monotonic()
         self.closed: str | None = None
+        # A shared instance's channel takes messages already parsed (SharedChannel).
+        self._send_body: Callable[[dict[str, Any]], Awaitable[None]] | None = getattr(channel, "send_body", None)
+
+    async def forward(self, message: jsonrpc.Message) -> None:
+        """Hand one client message to the channel; raises ChannelClosed."""
+        if self._send_body is not None:
+            await self._send_body(message.body)
+        else:
+            await self.channel.send(message.raw)
 
     # -- client → instance bookkeeping -------------------------------------------
     def begin(self, message: jsonrpc.Message) -> PendingRequest:
@@ -89,11 +99,7 @@ class Session:
             return
         method = message.get("method")
         if method is None:
-            pending = self.pending.pop(orjson.dumps(message.get("id")), None)
-            if pending is not None:
-                if pending.token_key is not None:
-                    self._progress.pop(pending.token_key, None)
-                pending.queue.put_nowait((raw, True))
+            self.on_answer(orjson.dumps(message.get("id")), raw)
             return
         if method == "notifications/progress":
             params = message.get("params")
@@ -103,6 +109,14 @@ class Session:
                 owner.queue.put_nowait((raw, False))
                 return
         self._deliver_unrelated(raw)
+
+    def on_answer(self, id_key: bytes, raw: bytes) -> None:
+        """The answer to the request whose id is spelt `id_key` in JSON."""
+        pending = self.pending.pop(id_key, None)
+        if pending is not None:
+            if pending.token_key is not None:
+                self._progress.pop(pending.token_key, None)
+            pending.queue.put_nowait((raw, True))
 
     def _deliver_unrelated(self, raw: bytes) -> None:
         if self.get_log is not None and not self.get_log.closed:

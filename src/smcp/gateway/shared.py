@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -46,6 +47,9 @@ class SharedChannel:
         self.subscriptions: set[str] = set()
         self.log_rank = 0  # every level, until the session asks for less
         self._closed = False
+        # Where a request's answer goes, by the client id's JSON spelling, already
+        # known here: the session need not parse the answer again to route it.
+        self.on_answer: Callable[[bytes, bytes], None] | None = None
 
     @property
     def instance_id(self) -> str:
@@ -58,9 +62,12 @@ class SharedChannel:
 
     # -- session → instance -----------------------------------------------------------
     async def send(self, raw: bytes) -> None:
+        await self.send_body(orjson.loads(raw))
+
+    async def send_body(self, message: dict[str, Any]) -> None:
+        """send() for a message the gateway has already parsed (and will not change)."""
         if self._closed:
             raise ChannelClosed("session closed")
-        message = orjson.loads(raw)
         method = message.get("method")
         if method is None:
             await self._client_answer(message)
@@ -223,6 +230,9 @@ class SharedChannel:
         def sink(raw: bytes, final: bool) -> None:
             if final:
                 self._inflight.pop(key, None)
+                if self.on_answer is not None and not self._closed:
+                    self.on_answer(key, raw)
+                    return
             self._deliver(raw)
 
         return sink

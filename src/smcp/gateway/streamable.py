@@ -70,6 +70,7 @@ class Gateway:
         self._ended = ended
         self._pumps: set[asyncio.Task[None]] = set()
         self._s = settings
+        self._base_url = settings.base_url
         self._authn = authn
         self._resolve = resolve
         self._runtime = runtime
@@ -125,7 +126,7 @@ class Gateway:
             await respond_json(send, 403, {"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": refused}})
             return
 
-        resource_url = self._s.server_url(tenant, server)
+        resource_url = f"{self._base_url}/t/{tenant}/{server}/mcp"  # Settings.server_url, without its cost
         principal = await self._authn.authenticate(headers, resource_url=resource_url)
         if not isinstance(principal, Principal):
             await respond_json(send, principal.status, principal.body, headers=principal.headers)
@@ -197,7 +198,6 @@ class Gateway:
         channel = SharedChannel(upstream, session_id)
         channel.client_capabilities = state.get("c") if isinstance(state.get("c"), dict) else {}
         session = self._new_session(session_id, principal, original, channel)
-        channel.attach(session.on_message, lambda why: self._closed(session, why), lambda why: self._lost(session, why))
         self.sessions.add(session)
         return session
 
@@ -251,7 +251,7 @@ class Gateway:
             if message.method == "notifications/cancelled":
                 self._cancelled_by_client(session, message)
             try:
-                await session.channel.send(message.raw)
+                await session.forward(message)
             except ChannelClosed as exc:
                 await self._gone(send, session, message, str(exc))
                 return
@@ -279,7 +279,7 @@ class Gateway:
         pending = session.begin(message)
         pending.writing = True
         try:
-            await session.channel.send(message.raw)
+            await session.forward(message)
         except ChannelClosed as exc:
             session.end(message.id_key)
             await self._gone(send, session, message, str(exc))
@@ -364,11 +364,10 @@ class Gateway:
             await _rpc_error(send, 503, message.id, jsonrpc.INTERNAL_ERROR, f"could not start the MCP server: {exc}")
             return
         session = self._new_session(session_id, principal, revision, channel)
-        channel.attach(session.on_message, lambda why: self._closed(session, why), lambda why: self._lost(session, why))
         self.sessions.add(session)
         pending = session.begin(message)
         try:
-            await channel.send(message.raw)
+            await session.forward(message)
         except ChannelClosed as exc:
             await self._end_session(session, str(exc))
             await _rpc_error(send, 503, message.id, jsonrpc.INTERNAL_ERROR, f"MCP server did not start: {exc}")
@@ -394,7 +393,7 @@ class Gateway:
         return SharedChannel(upstream, session_id)
 
     def _new_session(self, session_id: str, principal: Principal, revision: Revision, channel: Channel) -> Session:
-        return Session(
+        session = Session(
             session_id,
             principal,
             revision,
@@ -402,6 +401,10 @@ class Gateway:
             max_streams=self._s.replay_streams,
             max_events=self._s.replay_buffer_events,
         )
+        channel.attach(session.on_message, lambda why: self._closed(session, why), lambda why: self._lost(session, why))
+        if isinstance(channel, SharedChannel):
+            channel.on_answer = session.on_answer
+        return session
 
     def _lost(self, session: Session, why: str) -> None:
         session.fail_pending(jsonrpc.INSTANCE_LOST, f"{why}; the request was not completed", spare_writing=True)

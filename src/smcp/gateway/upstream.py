@@ -254,7 +254,8 @@ class SharedUpstream:
         caller: str | None = None,
     ) -> str:
         """Forward one caller request under a gateway id; answers go to `sink`."""
-        await self.ensure()
+        if self._channel is None:
+            await self.ensure()
         gid = self.next_id("g")
         params = body.get("params")
         token = None

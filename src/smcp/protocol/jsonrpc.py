@@ -42,6 +42,7 @@ class Message:
     kind: Kind
     body: dict[str, Any]
     raw: bytes
+    _id_key: bytes | None = None
 
     @property
     def id(self) -> Any:
@@ -54,7 +55,10 @@ class Message:
     @property
     def id_key(self) -> bytes:
         # 1 and "1" are different ids; keep them apart by their JSON spelling.
-        return orjson.dumps(self.body.get("id"))
+        key = self._id_key
+        if key is None:
+            key = self._id_key = orjson.dumps(self.body.get("id"))
+        return key
 
     @property
     def progress_token(self) -> Any:

@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from smcp.domain import Conflict, NotFound, Revision, Server, ServerSpec
 from smcp.store import tables as t
 from smcp.store.db import Database
-from smcp.ttlcache import TTLCache
+from smcp.ttlcache import MISS, TTLCache
 
 _srv = t.servers
 _rev = t.revisions
@@ -58,7 +58,11 @@ class ServerRepo:
 
     async def live_revision(self, tenant: str, server: str) -> Revision | None:
         """The revision new sessions of tenant/server go to (the gateway's per-request lookup)."""
-        return await self._live.get((tenant, server), lambda: self._load_live(tenant, server))
+        key = (tenant, server)
+        hit = self._live.peek(key)
+        if hit is not MISS:
+            return hit  # type: ignore[return-value]
+        return await self._live.get(key, lambda: self._load_live(tenant, server))
 
     async def _load_live(self, tenant: str, server: str) -> Revision | None:
         query = (
