@@ -44,6 +44,11 @@ class Settings(BaseSettings):
     max_json_depth: Annotated[int, Field(ge=2, le=10_000)] = 64
     # A hosted server's single stdout message may not exceed this.
     max_message_bytes: Annotated[int, Field(ge=1024)] = 16 * 1024 * 1024
+    # What may wait to be written to one hosted process's stdin when it reads slower
+    # than messages come (or not at all). Past it, a message is refused at once with
+    # -32004 and HTTP 503, rather than held: a stuck server costs the node bounded
+    # memory and its callers no hang.
+    instance_stdin_queue_bytes: Annotated[int, Field(ge=1024)] = 16 * 1024 * 1024
     request_timeout_s: Annotated[float, Field(gt=0)] = 120.0
     initialize_timeout_s: Annotated[float, Field(gt=0)] = 30.0
     # How long a subscriptions/listen stream may stay open before the gateway ends it.

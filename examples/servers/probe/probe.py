@@ -202,6 +202,14 @@ def received() -> dict[str, int]:
     return dict(RECEIVED)
 
 
+PAUSE: dict[str, float] = {"seconds": 0.0}
+
+
+def stop_reading(seconds: float) -> dict[str, Any]:
+    PAUSE["seconds"] = float(seconds)  # the reading loop sleeps once this is answered
+    return {"paused": seconds}
+
+
 def tools_changed() -> dict[str, Any]:
     send({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"})
     return {"sent": True}
@@ -387,6 +395,7 @@ TOOLS: dict[str, tuple[Callable[..., Any], str, dict[str, Any]]] = {
     "sleep": (sleep, "Sleep, then reply.", _schema(seconds="number")),
     "notify": (notify, "Send n log notifications (at a level, info by default), then reply.", _schema(n="integer", level="string?")),
     "received": (received, "How many requests of each method this process was sent.", _schema()),
+    "stop_reading": (stop_reading, "Stop reading stdin for seconds, once this is answered (a stuck server).", _schema(seconds="number")),
     "tools_changed": (tools_changed, "Send notifications/tools/list_changed, then reply.", _schema()),
     "big": (big, "Reply with a text of exactly nbytes bytes.", _schema(nbytes="integer")),
     "ask_roots": (ask_roots, "Ask the client for its roots and return its response.", _schema(timeout="number?")),
@@ -497,6 +506,11 @@ def main() -> None:
             continue  # notifications (initialized, cancelled, ...) need no answer
         method = str(message["method"])
         RECEIVED[method] = RECEIVED.get(method, 0) + 1
+        params = message.get("params")
+        if method == "tools/call" and isinstance(params, dict) and params.get("name") == "stop_reading":
+            handle_request(message)  # answered here, in order, before the reading stops
+            time.sleep(PAUSE["seconds"])
+            continue
         # A thread per request: slow tools must not hold up pings or the responses
         # that a tool waiting on the client (ask_roots) depends on.
         threading.Thread(target=handle_request, args=(message,), daemon=True).start()

@@ -20,7 +20,7 @@ from smcp.gateway.asgi import Receive, Send, respond, start_stream, stream_chunk
 from smcp.gateway.relay import Item, Mailbox, relay, watch_disconnect
 from smcp.gateway.upstream import SharedUpstream, UpstreamPool, to_modern_result
 from smcp.protocol import jsonrpc, modern, sse
-from smcp.runtime.interface import ChannelClosed
+from smcp.runtime.interface import ChannelBusy, ChannelClosed
 
 _LISTEN_FILTER = {
     "toolsListChanged": "notifications/tools/list_changed",
@@ -87,7 +87,7 @@ class ModernEndpoint:
         if not isinstance(name, str):
             return None
         mirrored: dict[str, tuple[str, ...]] = {}
-        with contextlib.suppress(ChannelClosed):
+        with contextlib.suppress(ChannelClosed, ChannelBusy):
             mirrored = await upstream.tool_headers(name, self._s.request_timeout_s)
         return modern.check_param_headers(message, headers, mirrored)
 
@@ -140,6 +140,9 @@ class ModernEndpoint:
                 gid = await upstream.send(message.body, sink, modern=True, caller=caller)
         except ChannelClosed as exc:
             await respond(send, 503, jsonrpc.error(message.id, jsonrpc.INTERNAL_ERROR, f"MCP server unavailable: {exc}"))
+            return
+        except ChannelBusy as exc:
+            await respond(send, 503, jsonrpc.error(message.id, jsonrpc.INSTANCE_BUSY, str(exc)))
             return
 
         async def timed_out() -> Item:

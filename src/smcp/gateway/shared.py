@@ -19,7 +19,7 @@ import orjson
 from smcp.gateway.upstream import BACKEND_VERSION, SharedUpstream
 from smcp.protocol import jsonrpc, loglevels
 from smcp.protocol.headers import LEGACY_VERSIONS
-from smcp.runtime.interface import ChannelClosed, ClosedHandler, LostHandler, MessageHandler
+from smcp.runtime.interface import ChannelBusy, ChannelClosed, ClosedHandler, LostHandler, MessageHandler
 
 _EMPTY_RESULT: dict[str, Any] = {}
 MODERN_VERSION = "2026-07-28"
@@ -148,6 +148,9 @@ class SharedChannel:
             except ChannelClosed as exc:
                 self._error(request["id"], jsonrpc.INTERNAL_ERROR, f"MCP server unavailable: {exc}")
                 return
+            except ChannelBusy as exc:
+                self._error(request["id"], jsonrpc.INSTANCE_BUSY, str(exc))
+                return
             self._inflight[key] = gid
             raw = await answers.get()
             self._inflight.pop(key, None)
@@ -266,7 +269,7 @@ class SharedChannel:
             await self._upstream.cancel(gid, "session closed")
         for uri in list(self.subscriptions):
             if await self._upstream.unsubscribe(uri):
-                with contextlib.suppress(ChannelClosed):
+                with contextlib.suppress(ChannelClosed, ChannelBusy):
                     await self._upstream.write(
                         {"jsonrpc": "2.0", "id": self._upstream.next_id("smcp-unsub-"), "method": "resources/unsubscribe", "params": {"uri": uri}}
                     )

@@ -35,7 +35,7 @@ from smcp.gateway.replay import StreamLog, follow, parse_event_id
 from smcp.gateway.sessions import Item, PendingRequest, Session, SessionTable
 from smcp.protocol import jsonrpc, modern
 from smcp.protocol.headers import SESSION_HEADER, VERSION_HEADER, accepts, version_supported
-from smcp.runtime.interface import Channel, ChannelClosed, Runtime
+from smcp.runtime.interface import Channel, ChannelBusy, ChannelClosed, Runtime
 
 log = logging.getLogger("smcp.gateway")
 
@@ -255,6 +255,9 @@ class Gateway:
             except ChannelClosed as exc:
                 await self._gone(send, session, message, str(exc))
                 return
+            except ChannelBusy as exc:
+                await _rpc_error(send, 503, None, jsonrpc.INSTANCE_BUSY, str(exc))
+                return
             await respond(send, 202)
             return
         await self._request(receive, send, session, message)
@@ -283,6 +286,10 @@ class Gateway:
         except ChannelClosed as exc:
             session.end(message.id_key)
             await self._gone(send, session, message, str(exc))
+            return
+        except ChannelBusy as exc:
+            session.end(message.id_key)
+            await _rpc_error(send, 503, message.id, jsonrpc.INSTANCE_BUSY, str(exc))
             return
         finally:
             pending.writing = False
@@ -328,7 +335,7 @@ class Gateway:
                 "params": {"requestId": message.id, "reason": "request timed out at the gateway"},
             }
         )
-        with contextlib.suppress(ChannelClosed):
+        with contextlib.suppress(ChannelClosed, ChannelBusy):
             await session.channel.send(cancel)
         text = f"request timed out after {self._s.request_timeout_s:g}s"
         return (jsonrpc.error(message.id, jsonrpc.REQUEST_TIMEOUT, text), True)
@@ -368,7 +375,7 @@ class Gateway:
         pending = session.begin(message)
         try:
             await session.forward(message)
-        except ChannelClosed as exc:
+        except (ChannelClosed, ChannelBusy) as exc:
             await self._end_session(session, str(exc))
             await _rpc_error(send, 503, message.id, jsonrpc.INTERNAL_ERROR, f"MCP server did not start: {exc}")
             return

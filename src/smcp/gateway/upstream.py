@@ -23,7 +23,7 @@ from smcp.gateway import parking
 from smcp.gateway.parking import ParkingLot
 from smcp.gateway.toolheaders import ToolHeaders
 from smcp.protocol import jsonrpc, loglevels
-from smcp.runtime.interface import Channel, ChannelClosed, Runtime
+from smcp.runtime.interface import Channel, ChannelBusy, ChannelClosed, Runtime
 
 
 class InitializeRefused(ChannelClosed):
@@ -207,7 +207,11 @@ class SharedUpstream:
         self._pending[rid] = UpstreamRequest(
             rid, None, method, lambda raw, _final: answers.put_nowait(raw), modern=False, owner=None
         )
-        await channel.send(orjson.dumps({"jsonrpc": "2.0", "id": rid, "method": method, "params": params}))
+        try:
+            await channel.send(orjson.dumps({"jsonrpc": "2.0", "id": rid, "method": method, "params": params}))
+        except BaseException:
+            self._pending.pop(rid, None)
+            raise
         try:
             return orjson.loads(await asyncio.wait_for(answers.get(), timeout=timeout))
         except TimeoutError:
@@ -282,7 +286,7 @@ class SharedUpstream:
         pending.writing = True
         try:
             await self.write({**body, "id": gid})
-        except ChannelClosed:
+        except (ChannelClosed, ChannelBusy):
             self.done(gid)
             raise
         finally:
@@ -298,7 +302,7 @@ class SharedUpstream:
         if self._pending.pop(gid, None) is None:
             return
         self._tokens.pop(gid, None)
-        with contextlib.suppress(ChannelClosed):
+        with contextlib.suppress(ChannelClosed, ChannelBusy):
             await self.write({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": gid, "reason": reason}})
 
     def done(self, gid: str) -> None:
@@ -327,7 +331,7 @@ class SharedUpstream:
                      "error": {"code": jsonrpc.INVALID_PARAMS, "message": "the client sent no response to this request"}}
         try:
             await self.write(reply)
-        except ChannelClosed:
+        except (ChannelClosed, ChannelBusy):
             self.done(parked.gid)
             raise
         return parked.gid
@@ -335,7 +339,7 @@ class SharedUpstream:
     def _input_expired(self, parked: parking.Parked) -> None:
         async def give_up() -> None:
             reply = jsonrpc.error(parked.server_id, jsonrpc.INTERNAL_ERROR, "the client did not answer in time")
-            with contextlib.suppress(ChannelClosed):
+            with contextlib.suppress(ChannelClosed, ChannelBusy):
                 if self._channel is not None:
                     await self._channel.send(reply)
             await self.cancel(parked.gid, "the client did not answer the server's request in time")
@@ -353,7 +357,7 @@ class SharedUpstream:
             return
         self._log_rank = rank
         request = {"jsonrpc": "2.0", "id": None, "method": "logging/setLevel", "params": {"level": loglevels.LEVELS[rank]}}
-        with contextlib.suppress(ChannelClosed):
+        with contextlib.suppress(ChannelClosed, ChannelBusy):
             await self.send(request, lambda raw, final: None, modern=False)
 
     async def subscribe(self, uri: str) -> bool:
@@ -489,7 +493,7 @@ class SharedUpstream:
 
     async def _quiet_send(self, raw: bytes) -> None:
         if self._channel is not None:
-            with contextlib.suppress(ChannelClosed):
+            with contextlib.suppress(ChannelClosed, ChannelBusy):
                 await self._channel.send(raw)
 
     def _learn(self, message: dict[str, Any]) -> None:

@@ -21,6 +21,8 @@ INTERNAL_ERROR = -32603
 REQUEST_TIMEOUT = -32001
 INSTANCE_LOST = -32002
 TOO_MANY_PENDING = -32003
+# The MCP server is not reading its input fast enough; the message was not sent.
+INSTANCE_BUSY = -32004
 
 
 class Kind(enum.Enum):

@@ -82,7 +82,7 @@ class SupervisedInstance:
         if self._closing or proc is None:
             raise ChannelClosed("instance is stopped")
         try:
-            await proc.write(raw)
+            proc.write(raw)
             return
         except (BrokenPipeError, ConnectionResetError):
             pass
@@ -93,7 +93,7 @@ class SupervisedInstance:
             raise ChannelClosed("instance exited")
         assert self._proc is not None
         try:
-            await self._proc.write(raw)
+            self._proc.write(raw)
         except (BrokenPipeError, ConnectionResetError) as exc:
             raise ChannelClosed("instance exited") from exc
 
@@ -193,10 +193,10 @@ class SupervisedInstance:
         self._replaying = True
         self._replayed.clear()
         try:
-            await self._proc.write(orjson.dumps(request))
+            self._proc.write(orjson.dumps(request))
             await asyncio.wait_for(self._replayed.wait(), timeout=30)
             if self._initialized is not None:
-                await self._proc.write(self._initialized)
+                self._proc.write(self._initialized)
         except (TimeoutError, BrokenPipeError, ConnectionResetError):
             self._event("handshake replay failed")
         finally:

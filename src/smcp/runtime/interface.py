@@ -42,6 +42,11 @@ class ChannelClosed(Exception):
     pass
 
 
+class ChannelBusy(Exception):
+    """The instance is not taking messages as fast as they come (it is not reading its
+    input); this one was not sent. The channel itself lives on."""
+
+
 class Runtime(Protocol):
     async def prepare(self, tenant: str, spec: ServerSpec, bundle: Path, bundle_digest: str) -> str | None:
         """Unpack and build a bundle into something instances can run.

@@ -163,6 +163,7 @@ class LocalRuntime:
                 uid=uid,
                 gid=uid,
                 max_message_bytes=self._settings.max_message_bytes,
+                max_queued_bytes=self._settings.instance_stdin_queue_bytes,
                 on_stdout=on_stdout,
                 # What a server prints never carries its secrets into the platform's logs.
                 on_stderr=(lambda text: on_stderr(redact(text))) if redact else on_stderr,

@@ -10,6 +10,7 @@ import signal
 from collections.abc import Callable
 
 from smcp.runtime.cgroups import Cgroup, spawn_kwargs
+from smcp.runtime.interface import ChannelBusy
 from smcp.runtime.sandbox import Launch
 
 log = logging.getLogger(__name__)
@@ -100,6 +101,7 @@ class StdioProcess:
         gid: int,
         max_message_bytes: int,
         on_stdout: StdoutHandler,
+        max_queued_bytes: int = 16 * 1024 * 1024,
         on_stderr: StderrHandler,
         cgroup: Cgroup | None = None,
         on_exit: ExitHandler | None = None,
@@ -120,7 +122,7 @@ class StdioProcess:
         self._proc: asyncio.subprocess.Process | None = None
         self._stderr_pump: asyncio.Task[None] | None = None
         self._stdout_done: asyncio.Future[None] | None = None
-        self._write_lock = asyncio.Lock()
+        self._max_queued = max_queued_bytes
         self.failure: str | None = None
         # Told at once when the process is being killed for misbehaving, so callers
         # need not wait for the exit to be noticed.
@@ -181,7 +183,11 @@ class StdioProcess:
                 continue
             self._on_stderr(line.decode("utf-8", "replace").rstrip("\r\n"))
 
-    async def write(self, raw: bytes) -> None:
+    def write(self, raw: bytes) -> None:
+        """Queue one message for the child's stdin. Never waits: the transport writes
+        what the pipe takes and keeps the rest, up to `max_queued_bytes` (ChannelBusy
+        past it). Waiting for a child that does not read would hold the caller, and
+        every caller behind it, for as long as the child pleases."""
         proc = self._proc
         if proc is None or proc.stdin is None or proc.returncode is not None:
             raise BrokenPipeError("process is not running")
@@ -194,17 +200,15 @@ class StdioProcess:
         # a broken pipe: it must neither lose the message silently nor fail with a 500.
         if transport.is_closing():
             raise BrokenPipeError("the process's stdin is closed")
+        queued = transport.get_write_buffer_size()
+        if queued and queued + len(raw) + 1 > self._max_queued:
+            raise ChannelBusy(f"the MCP server is not reading its input ({queued} bytes wait for it)")
         try:
             stdin.write(raw + b"\n")
-            if transport.is_closing():
-                raise BrokenPipeError("the process's stdin closed under this message")
-            # The transport queues what the pipe cannot take at once; only then is
-            # there anything to wait for (the common case costs no lock and no drain).
-            if transport.get_write_buffer_size():
-                async with self._write_lock:
-                    await stdin.drain()
         except RuntimeError as exc:
             raise BrokenPipeError(str(exc)) from exc
+        if transport.is_closing():
+            raise BrokenPipeError("the process's stdin closed under this message")
 
     async def wait(self) -> int:
         assert self._proc is not None
