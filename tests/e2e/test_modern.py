@@ -150,7 +150,7 @@ def test_modern_requests_fail_cleanly_when_the_server_crashes(probe: Hosted) -> 
     body = {"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {"name": "crash", "arguments": {}, "_meta": _meta()}}
     r = _post(probe, body, mcp_name="crash")
     assert r.status_code == 200
-    assert r.json()["id"] == 9 and r.json()["error"]["code"] == -32603
+    assert r.json()["id"] == 9 and r.json()["error"]["code"] == -32002
     # The shared instance is restarted behind the bridge: the next call works.
     import time
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import httpx2
@@ -177,3 +178,38 @@ def test_log_level_must_be_a_known_level(shared_probe: Hosted) -> None:
         r, messages = session.rpc("logging/setLevel", {"level": bad})
         assert messages[-1]["error"]["code"] == -32602, messages
         assert "level must be one of debug" in messages[-1]["error"]["message"]
+
+
+def _server_level(session: ProbeSession) -> str | None:
+    r, messages = session.rpc("tools/call", {"name": "notify", "arguments": {"n": 0}})
+    return json.loads(messages[-1]["result"]["content"][0]["text"])["server_level"]
+
+
+def test_a_shared_instance_logs_no_more_verbosely_than_its_sessions_still_ask(node: Node, tmp_path_factory: pytest.TempPathFactory) -> None:
+    src = tmp_path_factory.mktemp("lv") / "probe"
+    shutil.copytree(EXAMPLES / "probe", src)
+    spec = (src / "smcp.toml").read_text().replace('sharing = "per-session"', 'sharing = "shared"').replace('name = "probe"', 'name = "probe-levels"')
+    (src / "smcp.toml").write_text(spec)
+    node.create_tenant("levels")
+    r = node.deploy("levels", src)
+    assert r.status_code == 201, r.text
+    hosted = Hosted("levels", "probe-levels", node.create_key("levels")["token"], r.json()["url"])
+
+    quiet, chatty = ProbeSession(hosted), ProbeSession(hosted)
+    quiet.rpc("logging/setLevel", {"level": "warning"})
+    assert _server_level(quiet) == "warning"
+    chatty.rpc("logging/setLevel", {"level": "debug"})
+    assert _server_level(quiet) == "debug"
+    chatty.rpc("logging/setLevel", {"level": "error"})  # asks for less: the most verbose left is quiet's
+    assert _server_level(quiet) == "warning"
+    chatty.rpc("logging/setLevel", {"level": "debug"})
+    assert _server_level(quiet) == "debug"
+    chatty.close()  # the session that wanted debug is gone
+    assert _server_level(quiet) == "warning"
+
+    # A restarted process starts at its default: the level asked for is set again.
+    r, messages = quiet.rpc("tools/call", {"name": "crash", "arguments": {}})
+    assert messages[-1]["error"]["code"] == -32002
+    quiet.wait_until_answering()
+    assert _server_level(quiet) == "warning"
+    quiet.close()

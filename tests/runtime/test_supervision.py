@@ -178,7 +178,7 @@ def test_a_shared_instance_request_being_written_is_not_failed_by_the_loss_it_ou
             assert answer[0]["result"]["pid"] != first
             # The request the dead process had taken is answered with the loss.
             crashed = await _until(lambda: got.get("crash"), "the crashed request's error")
-            assert crashed[0]["error"]["code"] == jsonrpc.INTERNAL_ERROR
+            assert crashed[0]["error"]["code"] == jsonrpc.INSTANCE_LOST
             assert "not completed" in crashed[0]["error"]["message"]
         finally:
             await upstream.close()

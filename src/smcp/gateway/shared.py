@@ -46,6 +46,7 @@ class SharedChannel:
         self._tasks: set[asyncio.Task[None]] = set()
         self.subscriptions: set[str] = set()
         self.log_rank = 0  # every level, until the session asks for less
+        self.asked_log_rank: int | None = None  # what logging/setLevel asked, if it was called
         self._closed = False
         # Where a request's answer goes, by the client id's JSON spelling, already
         # known here: the session need not parse the answer again to route it.
@@ -96,8 +97,8 @@ class SharedChannel:
         if rank is None:
             self._error(message["id"], jsonrpc.INVALID_PARAMS, f"level must be one of {', '.join(loglevels.LEVELS)}")
             return
-        self.log_rank = rank
-        await self._upstream.want_logs(rank)
+        self.log_rank = self.asked_log_rank = rank
+        await self._upstream.log_levels_changed()
         self._reply(message["id"], _EMPTY_RESULT)
 
     async def _initialize(self, message: dict[str, Any]) -> None:
@@ -274,3 +275,5 @@ class SharedChannel:
                         {"jsonrpc": "2.0", "id": self._upstream.next_id("smcp-unsub-"), "method": "resources/unsubscribe", "params": {"uri": uri}}
                     )
         self._inflight.clear()
+        if self.asked_log_rank is not None:
+            await self._upstream.log_levels_changed()

@@ -39,8 +39,10 @@ class SessionPeer(Protocol):
 
     client_capabilities: dict[str, Any]
     subscriptions: set[str]
-    # The least severe log level the session asked for (logging/setLevel), as a rank.
+    # The least severe log level the session is given, as a rank (0: every level).
     log_rank: int
+    # What its logging/setLevel asked, as a rank; None if it never called it.
+    asked_log_rank: int | None
 
     def server_request(self, message: dict[str, Any]) -> None: ...
 
@@ -348,14 +350,18 @@ class SharedUpstream:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def want_logs(self, rank: int) -> None:
-        """Make the shared instance log at least this verbosely; sessions filter for themselves."""
+    async def log_levels_changed(self) -> None:
+        """Make the shared instance log exactly as verbosely as its most verbose session
+        asked (sessions filter for themselves), down again when that session leaves or
+        asks for less. Once no session asks any more, the last level set stays: MCP has
+        no way back to a server's own default."""
         capabilities = (self.init_result or {}).get("capabilities")
         if self.era != "legacy" or not isinstance(capabilities, dict) or "logging" not in capabilities:
             return
-        if self._log_rank is not None and self._log_rank <= rank:
+        asked = [c.asked_log_rank for c in self.channels if c.asked_log_rank is not None]
+        if not asked or min(asked) == self._log_rank:
             return
-        self._log_rank = rank
+        self._log_rank = rank = min(asked)
         request = {"jsonrpc": "2.0", "id": None, "method": "logging/setLevel", "params": {"level": loglevels.LEVELS[rank]}}
         with contextlib.suppress(ChannelClosed, ChannelBusy):
             await self.send(request, lambda raw, final: None, modern=False)
@@ -531,10 +537,16 @@ class SharedUpstream:
                 if request.token is not None and gid in tokens:
                     self._tokens[gid] = request
                 continue
-            request.sink(jsonrpc.error(request.client_id, jsonrpc.INTERNAL_ERROR, why, _LOST), True)
+            request.sink(jsonrpc.error(request.client_id, jsonrpc.INSTANCE_LOST, why, _LOST), True)
 
     def _on_lost(self, why: str) -> None:
         self._fail_all(f"{why}; the request was not completed", spare_writing=True)
+        # The restarted process starts at its own default level: ask again (the message
+        # waits for the restart and its handshake replay).
+        self._log_rank = None
+        task = asyncio.get_running_loop().create_task(self.log_levels_changed())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _on_closed(self, why: str) -> None:
         self._channel = None
