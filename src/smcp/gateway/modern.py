@@ -18,7 +18,8 @@ from smcp.domain import Principal, Revision
 from smcp.gateway import parking
 from smcp.gateway.asgi import Receive, Send, respond, start_stream, stream_chunk
 from smcp.gateway.relay import Item, Mailbox, relay, watch_disconnect
-from smcp.gateway.upstream import SharedUpstream, UpstreamPool, to_modern_result
+from smcp.gateway.pool import UpstreamPool
+from smcp.gateway.upstream import SharedUpstream
 from smcp.protocol import jsonrpc, modern, sse
 from smcp.runtime.interface import ChannelBusy, ChannelClosed
 
@@ -109,7 +110,7 @@ class ModernEndpoint:
             result["instructions"] = init["instructions"]
         if isinstance(init.get("serverInfo"), dict):
             result["_meta"] = {modern.META_SERVER_INFO: init["serverInfo"]}
-        to_modern_result("server/discover", result)
+        modern.to_modern_result("server/discover", result)
         return orjson.dumps({"jsonrpc": "2.0", "id": message.id, "result": result})
 
     async def _forward(

@@ -29,7 +29,7 @@ from smcp.gateway.guard import Guard
 from smcp.gateway.modern import ModernEndpoint
 from smcp.gateway.sealing import SessionSealer
 from smcp.gateway.shared import SharedChannel
-from smcp.gateway.upstream import UpstreamPool
+from smcp.gateway.pool import UpstreamPool
 from smcp.gateway.relay import next_item
 from smcp.gateway.replay import StreamLog, follow, parse_event_id
 from smcp.gateway.sessions import Item, PendingRequest, Session, SessionTable

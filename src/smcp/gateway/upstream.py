@@ -23,6 +23,7 @@ from smcp.gateway import parking
 from smcp.gateway.parking import ParkingLot
 from smcp.gateway.toolheaders import ToolHeaders
 from smcp.protocol import jsonrpc, loglevels
+from smcp.protocol.modern import to_modern_result
 from smcp.runtime.interface import Channel, ChannelBusy, ChannelClosed, Runtime
 
 
@@ -72,23 +73,6 @@ BROADCAST = frozenset(
         "notifications/resources/list_changed",
     }
 )
-CACHEABLE = frozenset(
-    {"server/discover", "tools/list", "prompts/list", "resources/list", "resources/templates/list", "resources/read"}
-)
-
-
-def to_modern_result(method: str | None, result: dict[str, Any]) -> None:
-    """Give a handshake-era result the fields the 2026-07-28 era requires of it.
-
-    A legacy server gives no caching hints, so the bridge promises nothing: stale at
-    once, and private (the answer may depend on who asked).
-    """
-    result.setdefault("resultType", "complete")
-    if method in CACHEABLE:
-        result.setdefault("ttlMs", 0)
-        result.setdefault("cacheScope", "private")
-
-
 def _gateway_envelope() -> dict[str, Any]:
     """The per-request _meta of the gateway's own requests to a modern instance."""
     return {
@@ -555,43 +539,3 @@ class SharedUpstream:
         self.tools.forget()
         # Sessions outlive the instance: the next request starts a new one.
         self._fail_all(f"MCP server instance closed: {why}")
-
-
-class UpstreamPool:
-    """Shared upstreams by key: per revision (`shared`) or per revision and principal."""
-
-    def __init__(self, runtime: Runtime, *, init_timeout_s: float, input_timeout_s: float = 300.0) -> None:
-        self._runtime = runtime
-        self._init_timeout_s = init_timeout_s
-        self._input_timeout_s = input_timeout_s
-        self._upstreams: dict[str, SharedUpstream] = {}
-
-    def get(self, revision: Revision, principal_subject: str, *, modern: bool = False) -> SharedUpstream:
-        """The upstream for legacy sessions, or (modern=True) for stateless requests.
-
-        A dual-era server gets one instance per era (an SDK connection serves one era);
-        a legacy-only server's probe falls back, and both keys then share nothing but
-        the revision.
-        """
-        key = revision.id
-        if revision.spec.sharing.value == "per-principal":
-            key = f"{revision.id}:{principal_subject}"
-        if modern:
-            key += ":modern"
-        upstream = self._upstreams.get(key)
-        if upstream is None:
-            upstream = self._upstreams[key] = SharedUpstream(
-                self._runtime,
-                revision,
-                key=key,
-                init_timeout_s=self._init_timeout_s,
-                prefer_modern=modern,
-                input_timeout_s=self._input_timeout_s,
-            )
-        return upstream
-
-    async def aclose(self) -> None:
-        upstreams, self._upstreams = self._upstreams, {}
-        for upstream in upstreams.values():
-            with contextlib.suppress(Exception):
-                await upstream.close()

@@ -236,3 +236,20 @@ def status_for_answer(raw: bytes) -> int:
         return 200
     code = error.get("code") if isinstance(error, dict) else None
     return _ERROR_STATUS.get(code, 200) if isinstance(code, int) else 200
+
+
+CACHEABLE = frozenset(
+    {"server/discover", "tools/list", "prompts/list", "resources/list", "resources/templates/list", "resources/read"}
+)
+
+
+def to_modern_result(method: str | None, result: dict[str, Any]) -> None:
+    """Give a handshake-era result the fields the 2026-07-28 era requires of it.
+
+    A legacy server gives no caching hints, so the bridge promises nothing: stale at
+    once, and private (the answer may depend on who asked).
+    """
+    result.setdefault("resultType", "complete")
+    if method in CACHEABLE:
+        result.setdefault("ttlMs", 0)
+        result.setdefault("cacheScope", "private")
