@@ -206,3 +206,8 @@ def test_unknown_methods_are_forwarded(demo: Hosted) -> None:
     # The server, not the gateway, answers: method not found from the SDK.
     assert r.status_code == 200
     assert r.json()["error"]["code"] == -32601
+
+
+def test_answers_do_not_name_the_server_software(node: Node, demo: Hosted) -> None:
+    for r in (httpx.get(demo.url, timeout=10), httpx.get(node.mcp_url("acme", "nope"), timeout=10)):
+        assert "server" not in r.headers, r.headers

@@ -54,6 +54,9 @@ def _server(settings: Settings) -> uvicorn.Server:
         # The loop is ours (_run_until_interrupted), not uvicorn's to choose.
         loop="none",
         access_log=False,
+        # No "server: uvicorn" on every answer: it tells a prober what to aim at, and
+        # costs a header per response.
+        server_header=False,
         timeout_graceful_shutdown=5,
         # uvicorn would believe X-Forwarded-For from 127.0.0.1 by default and rewrite the
         # client address; SMCP_TRUSTED_PROXIES alone decides that (smcp.auth.ratelimit).
