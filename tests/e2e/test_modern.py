@@ -269,3 +269,13 @@ def test_the_tool_list_behind_header_checks_is_fetched_once_until_it_changes(pro
         answers = list(pool.map(lambda i: _tool(probe, "no_such_tool", id=i), range(8)))
     assert all(a["error"]["code"] == -32602 for a in answers)
     assert _listings(probe) == before + 1  # one listing, shared by the concurrent calls
+
+
+def test_a_modern_callers_task_is_its_own(node: Any, probe: Hosted) -> None:
+    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+            "params": {"name": "sleep", "arguments": {"seconds": 0.1}, "task": {}, "_meta": _meta()}}
+    task_id = _post(probe, body, mcp_name="sleep").json()["result"]["task"]["taskId"]
+    other = Hosted(probe.tenant, probe.server, node.create_key(probe.tenant)["token"], probe.url)
+    get = {"jsonrpc": "2.0", "id": 2, "method": "tasks/get", "params": {"taskId": task_id, "_meta": _meta()}}
+    assert _post(other, get, mcp_name=task_id).json()["error"] == {"code": -32602, "message": "unknown task"}
+    assert _post(probe, get, mcp_name=task_id).json()["result"]["taskId"] == task_id

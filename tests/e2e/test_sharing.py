@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import shutil
 
@@ -213,3 +214,42 @@ def test_a_shared_instance_logs_no_more_verbosely_than_its_sessions_still_ask(no
     quiet.wait_until_answering()
     assert _server_level(quiet) == "warning"
     quiet.close()
+
+
+def test_tasks_on_a_shared_instance_belong_to_the_principal_that_created_them(node: Node, shared_probe: Hosted) -> None:
+    """The probe, like a single-user server, serves any task to whoever asks; on a
+    shared instance the gateway binds each task to its creator (MCP tasks, Security
+    Considerations: reject other contexts' task ids, list only the requestor's own)."""
+    other_key = node.create_key(shared_probe.tenant)["token"]
+    mine = ProbeSession(shared_probe)
+    theirs = ProbeSession(Hosted(shared_probe.tenant, shared_probe.server, other_key, shared_probe.url))
+    r, messages = mine.rpc("tools/call", {"name": "sleep", "arguments": {"seconds": 0.8}, "task": {}})
+    task_id = messages[-1]["result"]["task"]["taskId"]
+
+    for method in ("tasks/get", "tasks/result", "tasks/cancel"):
+        r, messages = theirs.rpc(method, {"taskId": task_id})
+        assert messages[-1]["error"] == {"code": -32602, "message": "unknown task"}, (method, messages)
+    r, messages = theirs.rpc("tasks/list")
+    assert task_id not in [t["taskId"] for t in messages[-1]["result"]["tasks"]]
+    r, messages = mine.rpc("tasks/get", {"taskId": "task-made-up"})
+    assert messages[-1]["error"]["message"] == "unknown task"
+
+    # Its status notification reaches the creator's sessions only: both are busy in a
+    # request when the task completes.
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        busy = [pool.submit(s.rpc, "tools/call", {"name": "sleep", "arguments": {"seconds": 1.5}}) for s in (mine, theirs)]
+        (_, mine_saw), (_, theirs_saw) = (f.result() for f in busy)
+    status = "notifications/tasks/status"
+    assert [m["params"]["taskId"] for m in mine_saw if m.get("method") == status] == [task_id]
+    assert not [m for m in theirs_saw if m.get("method") == status]
+
+    # The creator, from another session too (tasks outlive sessions).
+    again = ProbeSession(shared_probe)
+    r, messages = again.rpc("tasks/get", {"taskId": task_id})
+    assert messages[-1]["result"]["status"] == "completed"
+    r, messages = again.rpc("tasks/list")
+    assert task_id in [t["taskId"] for t in messages[-1]["result"]["tasks"]]
+    r, messages = mine.rpc("tasks/result", {"taskId": task_id})
+    assert '"slept": 0.8' in messages[-1]["result"]["content"][0]["text"]
+    for s in (mine, theirs, again):
+        s.close()

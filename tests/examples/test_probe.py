@@ -133,7 +133,8 @@ def test_initialize_negotiates_version(asked: str, agreed: str) -> None:
     try:
         result = p.initialize(asked)["result"]
         assert result["protocolVersion"] == agreed
-        assert result["capabilities"] == {"tools": {"listChanged": True}, "logging": {}}
+        assert result["capabilities"]["tools"] == {"listChanged": True} and "logging" in result["capabilities"]
+        assert result["capabilities"]["tasks"]["requests"] == {"tools": {"call": {}}}
         assert result["serverInfo"]["name"] == "probe"
         assert p.request("ping")["result"] == {}
     finally:

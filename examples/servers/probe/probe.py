@@ -427,11 +427,79 @@ def call_tool(params: dict[str, Any]) -> dict[str, Any]:
     return {"content": [{"type": "text", "text": text}], "isError": is_error}
 
 
+# --- tasks (the 2025-11-25 utility): tools/call with params.task runs as a task.
+# Like a single-user server, the probe lists and serves every task to whoever asks:
+# binding tasks to callers is the gateway's job on a shared instance.
+
+TASKS: dict[str, dict[str, Any]] = {}
+_task_done: dict[str, threading.Event] = {}
+_task_ids = itertools.count(1)
+
+
+def _task_view(task_id: str) -> dict[str, Any]:
+    task = TASKS[task_id]
+    return {"taskId": task_id, "status": task["status"], "createdAt": task["createdAt"], "ttl": None}
+
+
+def create_task(params: dict[str, Any]) -> dict[str, Any]:
+    task_id = f"task-{os.getpid()}-{next(_task_ids)}"
+    TASKS[task_id] = {"status": "working", "createdAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "result": None}
+    _task_done[task_id] = threading.Event()
+
+    def run() -> None:
+        result = call_tool(params)
+        if TASKS[task_id]["status"] == "working":
+            TASKS[task_id].update(status="completed", result=result)
+        _task_done[task_id].set()
+        send({"jsonrpc": "2.0", "method": "notifications/tasks/status", "params": _task_view(task_id)})
+
+    threading.Thread(target=run, daemon=True).start()
+    return {"task": _task_view(task_id)}
+
+
+def _known_task(params: dict[str, Any]) -> str:
+    task_id = params.get("taskId")
+    if task_id not in TASKS:
+        raise ProbeUnknownTask(task_id)
+    return str(task_id)
+
+
+class ProbeUnknownTask(Exception):
+    pass
+
+
+def tasks_get(params: dict[str, Any]) -> dict[str, Any]:
+    return _task_view(_known_task(params))
+
+
+def tasks_result(params: dict[str, Any]) -> dict[str, Any]:
+    task_id = _known_task(params)
+    _task_done[task_id].wait(60)
+    result = TASKS[task_id]["result"] or {"content": [], "isError": True}
+    return {**result, "_meta": {"io.modelcontextprotocol/related-task": {"taskId": task_id}}}
+
+
+def tasks_list(_params: dict[str, Any]) -> dict[str, Any]:
+    return {"tasks": [_task_view(task_id) for task_id in TASKS]}
+
+
+def tasks_cancel(params: dict[str, Any]) -> dict[str, Any]:
+    task_id = _known_task(params)
+    if TASKS[task_id]["status"] == "working":
+        TASKS[task_id]["status"] = "cancelled"
+        _task_done[task_id].set()
+    return _task_view(task_id)
+
+
 def initialize(params: dict[str, Any]) -> dict[str, Any]:
     asked = params.get("protocolVersion")
     return {
         "protocolVersion": asked if asked in SUPPORTED_VERSIONS else SUPPORTED_VERSIONS[0],
-        "capabilities": {"tools": {"listChanged": True}, "logging": {}},
+        "capabilities": {
+            "tools": {"listChanged": True},
+            "logging": {},
+            "tasks": {"list": {}, "cancel": {}, "requests": {"tools": {"call": {}}}},
+        },
         "serverInfo": SERVER_INFO,
     }
 
@@ -451,6 +519,10 @@ METHODS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "tools/list": list_tools,
     "tools/call": call_tool,
     "logging/setLevel": set_level,
+    "tasks/get": tasks_get,
+    "tasks/result": tasks_result,
+    "tasks/list": tasks_list,
+    "tasks/cancel": tasks_cancel,
 }
 
 
@@ -466,8 +538,13 @@ def handle_request(message: dict[str, Any]) -> None:
         name = params.get("name") if isinstance(params, dict) else None
         send({"jsonrpc": "2.0", "id": request_id, "error": {"code": -32602, "message": f"Unknown tool: {name}"}})
         return
+    if method == "tools/call" and isinstance(params.get("task"), dict):
+        handler = create_task
     try:
         result = handler(params)
+    except ProbeUnknownTask as exc:
+        send({"jsonrpc": "2.0", "id": request_id, "error": {"code": -32602, "message": f"Unknown task: {exc}"}})
+        return
     except Exception as exc:
         send({"jsonrpc": "2.0", "id": request_id, "error": {"code": -32603, "message": f"{type(exc).__name__}: {exc}"}})
         return

@@ -31,9 +31,10 @@ _ASK_TIMEOUT_S = 300.0
 
 
 class SharedChannel:
-    def __init__(self, upstream: SharedUpstream, session: str) -> None:
+    def __init__(self, upstream: SharedUpstream, session: str, principal: str) -> None:
         self._upstream = upstream
         self._session = session
+        self.principal = principal
         self._on_message: MessageHandler | None = None
         self._on_closed: ClosedHandler | None = None
         self._inflight: dict[bytes, str] = {}  # client id (JSON) → gateway id

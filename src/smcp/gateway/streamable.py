@@ -195,7 +195,7 @@ class Gateway:
         except Exception:  # noqa: BLE001 — the instance cannot start: the session is unusable
             log.exception("could not reopen session for %s/%s", revision.tenant, revision.server)
             return None
-        channel = SharedChannel(upstream, session_id)
+        channel = SharedChannel(upstream, session_id, principal.subject)
         channel.client_capabilities = state.get("c") if isinstance(state.get("c"), dict) else {}
         session = self._new_session(session_id, principal, original, channel)
         self.sessions.add(session)
@@ -397,7 +397,7 @@ class Gateway:
             return await self._runtime.connect(revision, session=session_id)
         upstream = self._upstreams.get(revision, principal.subject)
         await upstream.ensure()
-        return SharedChannel(upstream, session_id)
+        return SharedChannel(upstream, session_id, principal.subject)
 
     def _new_session(self, session_id: str, principal: Principal, revision: Revision, channel: Channel) -> Session:
         session = Session(

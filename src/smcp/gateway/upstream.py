@@ -20,6 +20,7 @@ import orjson
 from smcp import __version__
 from smcp.domain import Revision
 from smcp.gateway import parking
+from smcp.gateway import tasks
 from smcp.gateway.parking import ParkingLot
 from smcp.gateway.toolheaders import ToolHeaders
 from smcp.protocol import jsonrpc, loglevels
@@ -44,6 +45,8 @@ class SessionPeer(Protocol):
     log_rank: int
     # What its logging/setLevel asked, as a rank; None if it never called it.
     asked_log_rank: int | None
+    # Who the session belongs to (the subject tasks are bound to).
+    principal: str
 
     def server_request(self, message: dict[str, Any]) -> None: ...
 
@@ -109,6 +112,11 @@ class UpstreamRequest:
         # Still being written: the instance resends it if its process was lost meanwhile.
         self.writing = False
 
+    @property
+    def principal(self) -> str | None:
+        """Who asked: a modern caller, or the principal of the session that did."""
+        return self.caller if self.caller is not None else self.owner.principal if self.owner is not None else None
+
 
 class SharedUpstream:
     """One instance, initialized by the gateway in the era it speaks best.
@@ -146,6 +154,8 @@ class SharedUpstream:
         self.channels: set[SessionPeer] = set()
         # Each tool's mirrored headers (x-mcp-header), learnt from tools/list.
         self.tools = ToolHeaders()
+        # Which principal each task the instance created belongs to (gateway/tasks.py).
+        self.tasks_owned = tasks.TaskOwners()
         self._subscriptions: dict[str, int] = {}
         # The level the instance was last set to: the most verbose any session wants.
         self._log_rank: int | None = None
@@ -247,6 +257,15 @@ class SharedUpstream:
         if self._channel is None:
             await self.ensure()
         gid = self.next_id("g")
+        method = body.get("method")
+        if method in tasks.BY_ID:
+            principal = caller if caller is not None else owner.principal if owner is not None else None
+            if not self.tasks_owned.allows(body.get("params"), principal):
+                # Another principal's task is answered as no task at all, and never
+                # reaches the instance. Delivered on the next pass, as an answer is.
+                refusal = jsonrpc.error(body.get("id"), jsonrpc.INVALID_PARAMS, tasks.UNKNOWN)
+                asyncio.get_running_loop().call_soon(sink, refusal, True)
+                return gid
         params = body.get("params")
         token = None
         capabilities = None
@@ -394,6 +413,8 @@ class SharedUpstream:
             if method == "notifications/tools/list_changed":
                 self.tools.forget()
             self._broadcast(message, lambda ch: True)
+        elif method in tasks.STATUS:
+            self._task_status(message)
         elif method == "notifications/resources/updated":
             params = message.get("params") if isinstance(message.get("params"), dict) else {}
             uri = params.get("uri")
@@ -429,6 +450,7 @@ class SharedUpstream:
             return
         self._tokens.pop(gid, None)
         self._learn(message)
+        self._bind_tasks(pending, message.get("result"))
         message["id"] = pending.client_id
         result_meta = (message.get("result") or {}).get("_meta") if isinstance(message.get("result"), dict) else None
         if isinstance(result_meta, dict) and result_meta.get(SUBSCRIPTION_META) == gid:
@@ -485,6 +507,23 @@ class SharedUpstream:
         if self._channel is not None:
             with contextlib.suppress(ChannelClosed, ChannelBusy):
                 await self._channel.send(raw)
+
+    def _bind_tasks(self, pending: UpstreamRequest, result: Any) -> None:
+        task_id = tasks.created_task_id(result)
+        principal = pending.principal
+        if task_id is not None and principal is not None:
+            self.tasks_owned.record(task_id, principal)
+        elif pending.method == tasks.LIST:
+            self.tasks_owned.only_own(result, principal)
+
+    def _task_status(self, message: dict[str, Any]) -> None:
+        owner = self.tasks_owned.owner(tasks.task_id_of(message.get("params")) or "")
+        if owner is None:
+            return
+        raw = orjson.dumps(message)
+        for channel in list(self.channels):
+            if channel.principal == owner:
+                channel.notify(raw)
 
     def _learn(self, message: dict[str, Any]) -> None:
         result = message.get("result")
