@@ -56,8 +56,8 @@ class Mailbox:
         waiter = self._waiter = loop.create_future()
         clock = _clocks.get(loop)
         if clock is None:
-            clock = _clocks[loop] = DeadlineClock(loop)
-        slot = clock.add(waiter, timeout)
+            clock = _clocks[loop] = DeadlineClock()
+        slot = clock.add(loop, waiter, timeout)
         try:
             await waiter
         finally:
@@ -75,18 +75,18 @@ class DeadlineClock:
 
     TICK_S = 0.05
 
-    __slots__ = ("_loop", "_slots")
+    # No reference to its loop: it is the value of a weak mapping keyed by that loop.
+    __slots__ = ("_slots",)
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
+    def __init__(self) -> None:
         self._slots: dict[int, set[asyncio.Future[None]]] = {}
 
-    def add(self, waiter: asyncio.Future[None], timeout: float) -> int:
-        slot = math.ceil((self._loop.time() + max(timeout, 0.0)) / self.TICK_S)
+    def add(self, loop: asyncio.AbstractEventLoop, waiter: asyncio.Future[None], timeout: float) -> int:
+        slot = math.ceil((loop.time() + max(timeout, 0.0)) / self.TICK_S)
         waiters = self._slots.get(slot)
         if waiters is None:
             waiters = self._slots[slot] = set()
-            self._loop.call_at(slot * self.TICK_S, self._fire, slot)
+            loop.call_at(slot * self.TICK_S, self._fire, slot)
         waiters.add(waiter)
         return slot
 
