@@ -128,3 +128,54 @@ def test_private_upstreams_are_refused_by_default(node: Node, tmp_path: Path, ho
     body = json.dumps(r.json())
     assert "error" in r.json() and "public address" in body, body
     assert r.status_code == 503
+
+
+@pytest.mark.parametrize("sharing", ["per-session", "shared"])
+def test_a_remote_servers_tasks_are_bound_to_the_principal_that_created_them(sharing: str) -> None:
+    """The remote server shows every task made with the tenant's credential to whoever
+    presents it; through SMCP a principal sees, reads and lists its own only."""
+    from tests.conftest import Hosted
+    from tests.e2e.probe_client import ProbeSession
+
+    base = Path(tempfile.mkdtemp(prefix="smcp-tasks-"))
+    base.chmod(0o711)
+    port = free_port()
+    upstream = subprocess.Popen([sys.executable, "-m", "tests.e2e.tasks_upstream", str(port)], cwd=ROOT,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    node = start_node(base / "data", http_upstream_unsafe_allow='["127.0.0.0/8"]')
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "tasks upstream did not start"
+                time.sleep(0.1)
+        node.create_tenant("tasks")
+        src = base / "remote"
+        src.mkdir()
+        (src / "smcp.toml").write_text(
+            f'name = "remote"\nruntime = "http"\nsharing = "{sharing}"\n[http]\nurl = "http://127.0.0.1:{port}/mcp"\n'
+        )
+        r = node.deploy("tasks", src)
+        assert r.status_code == 201, r.text
+        url = r.json()["url"]
+        mine = ProbeSession(Hosted("tasks", "remote", node.create_key("tasks")["token"], url))
+        theirs = ProbeSession(Hosted("tasks", "remote", node.create_key("tasks")["token"], url))
+
+        _, messages = mine.rpc("tools/call", {"name": "work", "arguments": {}, "task": {}})
+        task_id = messages[-1]["result"]["task"]["taskId"]
+        _, messages = theirs.rpc("tasks/get", {"taskId": task_id})
+        assert messages[-1]["error"] == {"code": -32602, "message": "unknown task"}, messages
+        _, messages = theirs.rpc("tasks/list")
+        assert messages[-1]["result"]["tasks"] == []
+        _, messages = mine.rpc("tasks/get", {"taskId": task_id})
+        assert messages[-1]["result"]["taskId"] == task_id
+        _, messages = mine.rpc("tasks/list")
+        assert [t["taskId"] for t in messages[-1]["result"]["tasks"]] == [task_id]
+    finally:
+        node.stop()
+        upstream.terminate()
+        upstream.wait(timeout=10)
+        shutil.rmtree(base, ignore_errors=True)

@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 from smcp.domain import Principal, Revision
+from smcp.gateway import tasks
 from smcp.gateway.relay import Mailbox
 from smcp.gateway.replay import StreamLog, StreamLogs
 from smcp.protocol import jsonrpc
@@ -24,13 +25,15 @@ from smcp.runtime.interface import Channel
 Item = tuple[bytes | None, bool]
 
 _BACKLOG = 256
+_MAX_TASKS = 10_000
 
 
 class PendingRequest:
-    __slots__ = ("id", "queue", "token_key", "streaming", "writing")
+    __slots__ = ("id", "method", "queue", "token_key", "streaming", "writing")
 
-    def __init__(self, id: Any, token_key: bytes | None) -> None:
+    def __init__(self, id: Any, token_key: bytes | None, method: str | None = None) -> None:
         self.id = id
+        self.method = method
         self.queue = Mailbox()
         self.token_key = token_key
         self.streaming = True
@@ -64,19 +67,28 @@ class Session:
         self.closed: str | None = None
         # A shared instance's channel takes messages already parsed (SharedChannel).
         self._send_body: Callable[[dict[str, Any]], Awaitable[None]] | None = getattr(channel, "send_body", None)
+        # Tasks this session created, when its channel is its own: a remote upstream
+        # may bind tasks to the tenant's credential, which every principal's session
+        # presents (gateway/tasks.py). A shared instance's upstream binds them itself.
+        # Ordered, so the oldest is forgotten first past _MAX_TASKS (failing closed).
+        self._tasks: dict[str, None] | None = None if self._send_body is not None else {}
 
     async def forward(self, message: jsonrpc.Message) -> None:
         """Hand one client message to the channel; raises ChannelClosed."""
         if self._send_body is not None:
             await self._send_body(message.body)
-        else:
-            await self.channel.send(message.raw)
+            return
+        if self._tasks is not None and message.method in tasks.BY_ID and message.kind is jsonrpc.Kind.request:
+            if tasks.task_id_of(message.body.get("params")) not in self._tasks:
+                self.on_answer(message.id_key, jsonrpc.error(message.id, jsonrpc.INVALID_PARAMS, tasks.UNKNOWN))
+                return
+        await self.channel.send(message.raw)
 
     # -- client → instance bookkeeping -------------------------------------------
     def begin(self, message: jsonrpc.Message) -> PendingRequest:
         token = message.progress_token
         token_key = orjson.dumps(token) if token is not None else None
-        pending = PendingRequest(message.id, token_key)
+        pending = PendingRequest(message.id, token_key, message.method)
         self.pending[message.id_key] = pending
         if token_key is not None:
             self._progress[token_key] = pending
@@ -99,8 +111,14 @@ class Session:
             return
         method = message.get("method")
         if method is None:
-            self.on_answer(orjson.dumps(message.get("id")), raw)
+            key = orjson.dumps(message.get("id"))
+            if self._tasks is not None and b'"task' in raw:
+                raw = self._bind_tasks(key, message, raw)
+            self.on_answer(key, raw)
             return
+        if method in tasks.STATUS and self._tasks is not None:
+            if tasks.task_id_of(message.get("params")) not in self._tasks:
+                return
         if method == "notifications/progress":
             params = message.get("params")
             token = params.get("progressToken") if isinstance(params, dict) else None
@@ -109,6 +127,22 @@ class Session:
                 owner.queue.put_nowait((raw, False))
                 return
         self._deliver_unrelated(raw)
+
+    def _bind_tasks(self, id_key: bytes, message: dict[str, Any], raw: bytes) -> bytes:
+        assert self._tasks is not None
+        result = message.get("result")
+        created = tasks.created_task_id(result)
+        if created is not None:
+            self._tasks[created] = None
+            if len(self._tasks) > _MAX_TASKS:
+                del self._tasks[next(iter(self._tasks))]
+            return raw
+        pending = self.pending.get(id_key)
+        if pending is not None and pending.method == tasks.LIST and isinstance(result, dict):
+            own = self._tasks
+            result["tasks"] = [t for t in result.get("tasks") or [] if isinstance(t, dict) and t.get("taskId") in own]
+            return orjson.dumps(message)
+        return raw
 
     def on_answer(self, id_key: bytes, raw: bytes) -> None:
         """The answer to the request whose id is spelt `id_key` in JSON."""
