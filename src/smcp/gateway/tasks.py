@@ -20,6 +20,8 @@ from typing import Any
 # Requests naming one task by params.taskId.
 BY_ID = frozenset({"tasks/get", "tasks/result", "tasks/update", "tasks/cancel"})
 LIST = "tasks/list"
+# A 2026-07-28 subscription may ask for task status notifications by task id.
+LISTEN = "subscriptions/listen"
 # Status notifications (2025-11-25; the 2026-07-28 extension), naming params.taskId.
 STATUS = frozenset({"notifications/tasks/status", "notifications/tasks"})
 
@@ -64,6 +66,16 @@ class TaskOwners:
         """Whether `principal` may make a by-id task request with these params."""
         task_id = task_id_of(params)
         return task_id is not None and principal is not None and self._owners.get(task_id) == principal
+
+    def narrow_listen(self, params: Any, principal: str | None) -> Any:
+        """A subscriptions/listen request's params asking for the principal's own task
+        ids only; others are dropped, as ids the server would not agree to."""
+        wanted = params.get("notifications") if isinstance(params, dict) else None
+        ids = wanted.get("taskIds") if isinstance(wanted, dict) else None
+        if not isinstance(ids, list):
+            return params
+        own = [i for i in ids if isinstance(i, str) and principal is not None and self._owners.get(i) == principal]
+        return {**params, "notifications": {**wanted, "taskIds": own}}
 
     def only_own(self, result: Any, principal: str | None) -> None:
         """Narrow a tasks/list result, in place, to the principal's own tasks."""

@@ -258,7 +258,10 @@ class SharedUpstream:
             await self.ensure()
         gid = self.next_id("g")
         method = body.get("method")
-        if method in tasks.BY_ID:
+        if method == tasks.LISTEN:
+            principal = caller if caller is not None else owner.principal if owner is not None else None
+            body = {**body, "params": self.tasks_owned.narrow_listen(body.get("params"), principal)}
+        elif method in tasks.BY_ID:
             principal = caller if caller is not None else owner.principal if owner is not None else None
             if not self.tasks_owned.allows(body.get("params"), principal):
                 # Another principal's task is answered as no task at all, and never
