@@ -5,7 +5,9 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import shutil
+import time
 
+import httpx
 import httpx2
 import pytest
 from mcp import Client
@@ -252,4 +254,39 @@ def test_tasks_on_a_shared_instance_belong_to_the_principal_that_created_them(no
     r, messages = mine.rpc("tasks/result", {"taskId": task_id})
     assert '"slept": 0.8' in messages[-1]["result"]["content"][0]["text"]
     for s in (mine, theirs, again):
+        s.close()
+
+
+def _first_event(session: ProbeSession, timeout: float) -> dict:
+    """The first message on the session's GET stream (its backlog comes first)."""
+    headers = {**session._headers(), "accept": "text/event-stream"}
+    with httpx.stream("GET", session.hosted.url, headers=headers, timeout=timeout) as r:
+        for line in r.iter_lines():
+            if line.startswith("data:") and line[5:].strip():
+                return json.loads(line[5:])
+    raise AssertionError("the GET stream ended without a message")
+
+
+def test_a_request_the_server_makes_for_a_task_goes_to_the_tasks_owner(node: Node, shared_probe: Hosted) -> None:
+    """Not to whoever has a request in flight: another principal's session must never
+    be asked, and answer, for someone else's task."""
+    mine = ProbeSession(shared_probe)
+    theirs = ProbeSession(Hosted(shared_probe.tenant, shared_probe.server, node.create_key(shared_probe.tenant)["token"], shared_probe.url))
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        busy = pool.submit(theirs.rpc, "tools/call", {"name": "sleep", "arguments": {"seconds": 2}})
+        time.sleep(0.5)  # theirs is now the newest request in flight
+        _, messages = mine.rpc("tools/call", {"name": "ask_roots", "arguments": {"timeout": 15}, "task": {}})
+        task_id = messages[-1]["result"]["task"]["taskId"]
+        asked = _first_event(mine, 10)
+        _, theirs_saw = busy.result()
+    assert asked["method"] == "roots/list"
+    assert asked["params"]["_meta"]["io.modelcontextprotocol/related-task"] == {"taskId": task_id}
+    assert not [m for m in theirs_saw if m.get("method") == "roots/list"], theirs_saw
+
+    r = mine.http.post(shared_probe.url, json={"jsonrpc": "2.0", "id": asked["id"], "result": {"roots": [{"uri": "file:///mine"}]}},
+                       headers=mine._headers())
+    assert r.status_code == 202, r.text
+    _, messages = mine.rpc("tasks/result", {"taskId": task_id})
+    assert "file:///mine" in messages[-1]["result"]["content"][0]["text"]
+    for s in (mine, theirs):
         s.close()

@@ -30,6 +30,7 @@ SUPPORTED_VERSIONS = ("2025-11-25", "2025-06-18", "2025-03-26")
 SERVER_INFO = {"name": "probe", "version": "1.0.0"}
 
 _out_lock = threading.Lock()
+_current = threading.local()  # the task a tool thread runs for, if any
 _pending: dict[str, tuple[threading.Event, list[dict[str, Any]]]] = {}
 _pending_lock = threading.Lock()
 _request_ids = itertools.count(1)
@@ -49,6 +50,9 @@ def send(message: dict[str, Any]) -> None:
 def request_client(method: str, params: dict[str, Any], timeout: float) -> dict[str, Any]:
     """Send a server->client request and wait for the matching response."""
     request_id = f"probe-{next(_request_ids)}"
+    task_id = getattr(_current, "task_id", None)
+    if task_id is not None:  # made for a task: say so, as MCP asks
+        params = {**params, "_meta": {"io.modelcontextprotocol/related-task": {"taskId": task_id}}}
     event: threading.Event = threading.Event()
     slot: list[dict[str, Any]] = []
     with _pending_lock:
@@ -447,6 +451,7 @@ def create_task(params: dict[str, Any]) -> dict[str, Any]:
     _task_done[task_id] = threading.Event()
 
     def run() -> None:
+        _current.task_id = task_id
         result = call_tool(params)
         if TASKS[task_id]["status"] == "working":
             TASKS[task_id].update(status="completed", result=result)

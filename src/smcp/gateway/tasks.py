@@ -40,6 +40,17 @@ def created_task_id(result: Any) -> str | None:
     return None
 
 
+RELATED = "io.modelcontextprotocol/related-task"
+
+
+def related_task(message: dict[str, Any]) -> str | None:
+    """The task a server→client request is made for (its `related-task` _meta)."""
+    params = message.get("params")
+    meta = params.get("_meta") if isinstance(params, dict) else None
+    related = meta.get(RELATED) if isinstance(meta, dict) else None
+    return task_id_of(related)
+
+
 def task_id_of(params: Any) -> str | None:
     task_id = params.get("taskId") if isinstance(params, dict) else None
     return task_id if isinstance(task_id, str) else None

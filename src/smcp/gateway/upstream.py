@@ -34,6 +34,10 @@ class InitializeRefused(ChannelClosed):
 
 # Marks errors the gateway made up because the instance died, not ones the server sent.
 _LOST = {"smcp": "instance-lost"}
+# A server request made for a task not yet known waits this long for the task's
+# CreateTaskResult; at most this many wait at once.
+_UNBOUND_WAIT_S = 5.0
+_MAX_UNBOUND = 1000
 
 
 class SessionPeer(Protocol):
@@ -156,6 +160,8 @@ class SharedUpstream:
         self.tools = ToolHeaders()
         # Which principal each task the instance created belongs to (gateway/tasks.py).
         self.tasks_owned = tasks.TaskOwners()
+        # Requests the instance made for tasks not yet bound, by task id (_await_owner).
+        self._unbound: dict[str, list[dict[str, Any]]] = {}
         self._subscriptions: dict[str, int] = {}
         # The level the instance was last set to: the most verbose any session wants.
         self._log_rank: int | None = None
@@ -463,12 +469,21 @@ class SharedUpstream:
             to_modern_result(pending.method, result)
         pending.sink(orjson.dumps(message), True)
 
-    def _server_request(self, message: dict[str, Any]) -> None:
+    def _server_request(self, message: dict[str, Any], *, waited: bool = False) -> None:
         method = message.get("method")
         needed = {"sampling/createMessage": "sampling", "elicitation/create": "elicitation", "roots/list": "roots"}.get(
             method or ""
         )
+        # A request made for a task goes to the task's owner, never to whoever happens
+        # to have a request in flight.
+        related = tasks.related_task(message)
+        task_owner = self.tasks_owned.owner(related) if related is not None else None
+        if related is not None and task_owner is None and not waited and self._await_owner(related, message):
+            return  # asked before the answer that creates the task came: it waits for it
+
         def declared(p: UpstreamRequest) -> bool:
+            if related is not None and (task_owner is None or p.principal != task_owner):
+                return False
             if p.owner is not None:
                 return needed is None or needed in p.owner.client_capabilities
             # A modern caller is asked through an input_required result.
@@ -485,8 +500,28 @@ class SharedUpstream:
                 token = self._lot.park(gid, message["id"], newest.caller)
                 newest.sink(orjson.dumps(parking.input_required(newest.client_id, message, token)), True)
             return
+        if task_owner is not None:
+            # The owner may have no request in flight (it polls its task): any of its
+            # sessions that can answer gets it, on its own stream.
+            for channel in list(self.channels):
+                if channel.principal == task_owner and (needed is None or needed in channel.client_capabilities):
+                    channel.server_request(message)
+                    return
         reply = jsonrpc.error(message["id"], jsonrpc.METHOD_NOT_FOUND, f"{method} is not available to this request")
         asyncio.get_running_loop().create_task(self._quiet_send(reply))
+
+    def _await_owner(self, task_id: str, message: dict[str, Any]) -> bool:
+        """Hold a request made for a task not yet known here (a server may ask before its
+        CreateTaskResult is read) until the task is bound, or a few seconds pass."""
+        if len(self._unbound) >= _MAX_UNBOUND:
+            return False
+        self._unbound.setdefault(task_id, []).append(message)
+        asyncio.get_running_loop().call_later(_UNBOUND_WAIT_S, self._release, task_id)
+        return True
+
+    def _release(self, task_id: str) -> None:
+        for message in self._unbound.pop(task_id, []):
+            self._server_request(message, waited=True)  # routed now, or refused: never held twice
 
     def _newest_pending(self, accept: Callable[[UpstreamRequest], bool]) -> UpstreamRequest | None:
         found = self._newest_pending_item(accept)
@@ -516,6 +551,8 @@ class SharedUpstream:
         principal = pending.principal
         if task_id is not None and principal is not None:
             self.tasks_owned.record(task_id, principal)
+            if task_id in self._unbound:
+                asyncio.get_running_loop().call_soon(self._release, task_id)
         elif pending.method == tasks.LIST:
             self.tasks_owned.only_own(result, principal)
 
