@@ -14,8 +14,13 @@ are meant to be.
 
 from __future__ import annotations
 
+import asyncio
+import weakref
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
+
+from smcp.protocol import jsonrpc
 
 # Requests naming one task by params.taskId.
 BY_ID = frozenset({"tasks/get", "tasks/result", "tasks/update", "tasks/cancel"})
@@ -24,6 +29,8 @@ LIST = "tasks/list"
 LISTEN = "subscriptions/listen"
 # Status notifications (2025-11-25; the 2026-07-28 extension), naming params.taskId.
 STATUS = frozenset({"notifications/tasks/status", "notifications/tasks"})
+
+GATED = BY_ID | {LISTEN}
 
 UNKNOWN = "unknown task"
 
@@ -60,23 +67,67 @@ class TaskOwners:
     """Task id → owning principal, the oldest forgotten past `max_tasks` (its owner
     then loses access too: the binding fails closed)."""
 
-    def __init__(self, max_tasks: int = 100_000) -> None:
-        self._owners: OrderedDict[str, str] = OrderedDict()
+    def __init__(self, max_tasks: int = 100_000, *, hold_s: float = 5.0, max_held: int = 1000) -> None:
+        # task id → (owning principal, the session that created it, weakly, if any)
+        self._owners: OrderedDict[str, tuple[str, weakref.ref[Any] | None]] = OrderedDict()
         self._max = max_tasks
+        # Work waiting for a task id to be bound (hold()), by task id.
+        self._held: dict[str, list[Callable[[], None]]] = {}
+        self._hold_s = hold_s
+        self._max_held = max_held
 
-    def record(self, task_id: str, principal: str) -> None:
-        self._owners[task_id] = principal
+    def record(self, task_id: str, principal: str, origin: object | None = None) -> None:
+        self._owners[task_id] = (principal, weakref.ref(origin) if origin is not None else None)
         self._owners.move_to_end(task_id)
         while len(self._owners) > self._max:
             self._owners.popitem(last=False)
+        if task_id in self._held:
+            asyncio.get_running_loop().call_soon(self._release, task_id)
+
+    def hold(self, task_id: str, then: Callable[[], None]) -> bool:
+        """Run `then` once `task_id` is bound, or after a few seconds if it never is:
+        a server may make a request for a task before the answer creating it is read.
+        False (nothing held) when too much already waits."""
+        if len(self._held) >= self._max_held:
+            return False
+        self._held.setdefault(task_id, []).append(then)
+        asyncio.get_running_loop().call_later(self._hold_s, self._release, task_id)
+        return True
+
+    def _release(self, task_id: str) -> None:
+        for then in self._held.pop(task_id, []):
+            then()
 
     def owner(self, task_id: str) -> str | None:
-        return self._owners.get(task_id)
+        found = self._owners.get(task_id)
+        return found[0] if found is not None else None
+
+    def origin(self, task_id: str) -> Any:
+        """The session that created the task, while it lives (None for a modern caller)."""
+        found = self._owners.get(task_id)
+        return found[1]() if found is not None and found[1] is not None else None
 
     def allows(self, params: Any, principal: str | None) -> bool:
         """Whether `principal` may make a by-id task request with these params."""
         task_id = task_id_of(params)
-        return task_id is not None and principal is not None and self._owners.get(task_id) == principal
+        return task_id is not None and principal is not None and self.owner(task_id) == principal
+
+    def gate(self, body: dict[str, Any], principal: str | None) -> tuple[dict[str, Any], bytes | None]:
+        """A request of a GATED method as it may go on, or the refusal to answer instead:
+        another principal's task is no task at all, and never reaches the server."""
+        if body.get("method") == LISTEN:
+            return {**body, "params": self.narrow_listen(body.get("params"), principal)}, None
+        if self.allows(body.get("params"), principal):
+            return body, None
+        return body, jsonrpc.error(body.get("id"), jsonrpc.INVALID_PARAMS, UNKNOWN)
+
+    def on_answer(self, method: str | None, result: Any, principal: str | None, origin: object | None = None) -> None:
+        """Bind the task an answer creates to who asked; narrow a tasks/list answer."""
+        task_id = created_task_id(result)
+        if task_id is not None and principal is not None:
+            self.record(task_id, principal, origin)
+        elif method == LIST:
+            self.only_own(result, principal)
 
     def narrow_listen(self, params: Any, principal: str | None) -> Any:
         """A subscriptions/listen request's params asking for the principal's own task
@@ -85,7 +136,7 @@ class TaskOwners:
         ids = wanted.get("taskIds") if isinstance(wanted, dict) else None
         if not isinstance(ids, list):
             return params
-        own = [i for i in ids if isinstance(i, str) and principal is not None and self._owners.get(i) == principal]
+        own = [i for i in ids if isinstance(i, str) and principal is not None and self.owner(i) == principal]
         return {**params, "notifications": {**wanted, "taskIds": own}}
 
     def only_own(self, result: Any, principal: str | None) -> None:

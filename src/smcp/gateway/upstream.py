@@ -34,10 +34,6 @@ class InitializeRefused(ChannelClosed):
 
 # Marks errors the gateway made up because the instance died, not ones the server sent.
 _LOST = {"smcp": "instance-lost"}
-# A server request made for a task not yet known waits this long for the task's
-# CreateTaskResult; at most this many wait at once.
-_UNBOUND_WAIT_S = 5.0
-_MAX_UNBOUND = 1000
 
 
 class SessionPeer(Protocol):
@@ -160,8 +156,6 @@ class SharedUpstream:
         self.tools = ToolHeaders()
         # Which principal each task the instance created belongs to (gateway/tasks.py).
         self.tasks_owned = tasks.TaskOwners()
-        # Requests the instance made for tasks not yet bound, by task id (_await_owner).
-        self._unbound: dict[str, list[dict[str, Any]]] = {}
         self._subscriptions: dict[str, int] = {}
         # The level the instance was last set to: the most verbose any session wants.
         self._log_rank: int | None = None
@@ -263,16 +257,11 @@ class SharedUpstream:
         if self._channel is None:
             await self.ensure()
         gid = self.next_id("g")
-        method = body.get("method")
-        if method == tasks.LISTEN:
+        if body.get("method") in tasks.GATED:
             principal = caller if caller is not None else owner.principal if owner is not None else None
-            body = {**body, "params": self.tasks_owned.narrow_listen(body.get("params"), principal)}
-        elif method in tasks.BY_ID:
-            principal = caller if caller is not None else owner.principal if owner is not None else None
-            if not self.tasks_owned.allows(body.get("params"), principal):
-                # Another principal's task is answered as no task at all, and never
-                # reaches the instance. Delivered on the next pass, as an answer is.
-                refusal = jsonrpc.error(body.get("id"), jsonrpc.INVALID_PARAMS, tasks.UNKNOWN)
+            body, refusal = self.tasks_owned.gate(body, principal)
+            if refusal is not None:
+                # Answered here, on the next pass as an answer would be; never sent.
                 asyncio.get_running_loop().call_soon(sink, refusal, True)
                 return gid
         params = body.get("params")
@@ -459,7 +448,7 @@ class SharedUpstream:
             return
         self._tokens.pop(gid, None)
         self._learn(message)
-        self._bind_tasks(pending, message.get("result"))
+        self.tasks_owned.on_answer(pending.method, message.get("result"), pending.principal, pending.owner)
         message["id"] = pending.client_id
         result_meta = (message.get("result") or {}).get("_meta") if isinstance(message.get("result"), dict) else None
         if isinstance(result_meta, dict) and result_meta.get(SUBSCRIPTION_META) == gid:
@@ -478,8 +467,13 @@ class SharedUpstream:
         # to have a request in flight.
         related = tasks.related_task(message)
         task_owner = self.tasks_owned.owner(related) if related is not None else None
-        if related is not None and task_owner is None and not waited and self._await_owner(related, message):
-            return  # asked before the answer that creates the task came: it waits for it
+        if related is not None and task_owner is None and not waited:
+            if self.tasks_owned.hold(related, lambda: self._server_request(message, waited=True)):
+                return  # asked before the answer that creates the task came: it waits for it
+        origin = self.tasks_owned.origin(related) if related is not None else None
+        if origin is not None and origin in self.channels and (needed is None or needed in origin.client_capabilities):
+            origin.server_request(message)  # the session that created the task, on its own stream
+            return
 
         def declared(p: UpstreamRequest) -> bool:
             if related is not None and (task_owner is None or p.principal != task_owner):
@@ -510,19 +504,6 @@ class SharedUpstream:
         reply = jsonrpc.error(message["id"], jsonrpc.METHOD_NOT_FOUND, f"{method} is not available to this request")
         asyncio.get_running_loop().create_task(self._quiet_send(reply))
 
-    def _await_owner(self, task_id: str, message: dict[str, Any]) -> bool:
-        """Hold a request made for a task not yet known here (a server may ask before its
-        CreateTaskResult is read) until the task is bound, or a few seconds pass."""
-        if len(self._unbound) >= _MAX_UNBOUND:
-            return False
-        self._unbound.setdefault(task_id, []).append(message)
-        asyncio.get_running_loop().call_later(_UNBOUND_WAIT_S, self._release, task_id)
-        return True
-
-    def _release(self, task_id: str) -> None:
-        for message in self._unbound.pop(task_id, []):
-            self._server_request(message, waited=True)  # routed now, or refused: never held twice
-
     def _newest_pending(self, accept: Callable[[UpstreamRequest], bool]) -> UpstreamRequest | None:
         found = self._newest_pending_item(accept)
         return found[1] if found is not None else None
@@ -545,16 +526,6 @@ class SharedUpstream:
         if self._channel is not None:
             with contextlib.suppress(ChannelClosed, ChannelBusy):
                 await self._channel.send(raw)
-
-    def _bind_tasks(self, pending: UpstreamRequest, result: Any) -> None:
-        task_id = tasks.created_task_id(result)
-        principal = pending.principal
-        if task_id is not None and principal is not None:
-            self.tasks_owned.record(task_id, principal)
-            if task_id in self._unbound:
-                asyncio.get_running_loop().call_soon(self._release, task_id)
-        elif pending.method == tasks.LIST:
-            self.tasks_owned.only_own(result, principal)
 
     def _task_status(self, message: dict[str, Any]) -> None:
         owner = self.tasks_owned.owner(tasks.task_id_of(message.get("params")) or "")
