@@ -169,6 +169,12 @@ def main() -> None:
         sys.exit("wrk is needed: apt-get install wrk (make bench installs it)")
     secs = args.seconds
     rounds = max(1, args.rounds)
+    others = calibrate.strangers()
+    if others:
+        print(f"WARNING: {len(others)} other SMCP process(es) run on this machine; every figure below is measured "
+              "beside them (stop them first):", flush=True)
+        for pid, line in others[:10]:
+            print(f"  {pid}  {line}", flush=True)
     machine = [calibrate.describe()]
     print(machine[0], flush=True)
     runs: list[Run] = []
