@@ -143,14 +143,19 @@ def test_shared_session_survives_a_node_restart() -> None:
 
 @pytest.fixture(scope="module")
 def shared_probe(node: Node, tmp_path_factory: pytest.TempPathFactory) -> Hosted:
-    src = tmp_path_factory.mktemp("sp") / "probe"
+    return _deploy_shared_probe(node, tmp_path_factory, "logs", "probe-shared")
+
+
+def _deploy_shared_probe(node: Node, tmp_path_factory: pytest.TempPathFactory, tenant: str, name: str) -> Hosted:
+    """The probe, deployed for `tenant` as `name` with sharing = "shared"."""
+    src = tmp_path_factory.mktemp(name) / "probe"
     shutil.copytree(EXAMPLES / "probe", src)
-    spec = (src / "smcp.toml").read_text().replace('sharing = "per-session"', 'sharing = "shared"').replace('name = "probe"', 'name = "probe-shared"')
+    spec = (src / "smcp.toml").read_text().replace('sharing = "per-session"', 'sharing = "shared"').replace('name = "probe"', f'name = "{name}"')
     (src / "smcp.toml").write_text(spec)
-    node.create_tenant("logs")
-    r = node.deploy("logs", src)
+    node.create_tenant(tenant)
+    r = node.deploy(tenant, src)
     assert r.status_code == 201, r.text
-    return Hosted("logs", "probe-shared", node.create_key("logs")["token"], r.json()["url"])
+    return Hosted(tenant, name, node.create_key(tenant)["token"], r.json()["url"])
 
 
 def _logs(messages: list[dict]) -> list[str]:
@@ -189,14 +194,7 @@ def _server_level(session: ProbeSession) -> str | None:
 
 
 def test_a_shared_instance_logs_no_more_verbosely_than_its_sessions_still_ask(node: Node, tmp_path_factory: pytest.TempPathFactory) -> None:
-    src = tmp_path_factory.mktemp("lv") / "probe"
-    shutil.copytree(EXAMPLES / "probe", src)
-    spec = (src / "smcp.toml").read_text().replace('sharing = "per-session"', 'sharing = "shared"').replace('name = "probe"', 'name = "probe-levels"')
-    (src / "smcp.toml").write_text(spec)
-    node.create_tenant("levels")
-    r = node.deploy("levels", src)
-    assert r.status_code == 201, r.text
-    hosted = Hosted("levels", "probe-levels", node.create_key("levels")["token"], r.json()["url"])
+    hosted = _deploy_shared_probe(node, tmp_path_factory, "levels", "probe-levels")
 
     quiet, chatty = ProbeSession(hosted), ProbeSession(hosted)
     quiet.rpc("logging/setLevel", {"level": "warning"})

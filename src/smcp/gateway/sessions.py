@@ -26,6 +26,8 @@ Item = tuple[bytes | None, bool]
 
 _BACKLOG = 256
 _MAX_TASKS = 10_000
+# The owner a session's own task map binds to: the session is the only one there.
+_SELF = "session"
 
 
 class PendingRequest:
@@ -52,6 +54,7 @@ class Session:
         *,
         max_streams: int = 16,
         max_events: int = 128,
+        send_body: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
     ) -> None:
         self.id = id
         self.principal = principal
@@ -66,21 +69,24 @@ class Session:
         self.last_active = time.monotonic()
         self.closed: str | None = None
         # A shared instance's channel takes messages already parsed (SharedChannel).
-        self._send_body: Callable[[dict[str, Any]], Awaitable[None]] | None = getattr(channel, "send_body", None)
+        self._send_body = send_body
         # Tasks this session created, when its channel is its own: a remote upstream
         # may bind tasks to the tenant's credential, which every principal's session
         # presents (gateway/tasks.py). A shared instance's upstream binds them itself.
-        # Ordered, so the oldest is forgotten first past _MAX_TASKS (failing closed).
-        self._tasks: dict[str, None] | None = None if self._send_body is not None else {}
+        self._tasks = tasks.TaskOwners(_MAX_TASKS) if send_body is None else None
 
     async def forward(self, message: jsonrpc.Message) -> None:
         """Hand one client message to the channel; raises ChannelClosed."""
         if self._send_body is not None:
             await self._send_body(message.body)
             return
-        if self._tasks is not None and message.method in tasks.BY_ID and message.kind is jsonrpc.Kind.request:
-            if tasks.task_id_of(message.body.get("params")) not in self._tasks:
-                self.on_answer(message.id_key, jsonrpc.error(message.id, jsonrpc.INVALID_PARAMS, tasks.UNKNOWN))
+        if self._tasks is not None and message.method in tasks.GATED and message.kind is jsonrpc.Kind.request:
+            body, refusal = self._tasks.gate(message.body, _SELF)
+            if refusal is not None:
+                self.on_answer(message.id_key, refusal)
+                return
+            if body is not message.body:
+                await self.channel.send(orjson.dumps(body))
                 return
         await self.channel.send(message.raw)
 
@@ -113,11 +119,14 @@ class Session:
         if method is None:
             key = orjson.dumps(message.get("id"))
             if self._tasks is not None and b'"task' in raw:
-                raw = self._bind_tasks(key, message, raw)
+                pending = self.pending.get(key)
+                self._tasks.on_answer(pending.method if pending else None, message.get("result"), _SELF)
+                if pending is not None and pending.method == tasks.LIST:
+                    raw = orjson.dumps(message)  # narrowed to this session's tasks
             self.on_answer(key, raw)
             return
         if method in tasks.STATUS and self._tasks is not None:
-            if tasks.task_id_of(message.get("params")) not in self._tasks:
+            if self._tasks.owner(tasks.task_id_of(message.get("params")) or "") is None:
                 return
         if method == "notifications/progress":
             params = message.get("params")
@@ -127,22 +136,6 @@ class Session:
                 owner.queue.put_nowait((raw, False))
                 return
         self._deliver_unrelated(raw)
-
-    def _bind_tasks(self, id_key: bytes, message: dict[str, Any], raw: bytes) -> bytes:
-        assert self._tasks is not None
-        result = message.get("result")
-        created = tasks.created_task_id(result)
-        if created is not None:
-            self._tasks[created] = None
-            if len(self._tasks) > _MAX_TASKS:
-                del self._tasks[next(iter(self._tasks))]
-            return raw
-        pending = self.pending.get(id_key)
-        if pending is not None and pending.method == tasks.LIST and isinstance(result, dict):
-            own = self._tasks
-            result["tasks"] = [t for t in result.get("tasks") or [] if isinstance(t, dict) and t.get("taskId") in own]
-            return orjson.dumps(message)
-        return raw
 
     def on_answer(self, id_key: bytes, raw: bytes) -> None:
         """The answer to the request whose id is spelt `id_key` in JSON."""

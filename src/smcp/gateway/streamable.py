@@ -400,6 +400,7 @@ class Gateway:
         return SharedChannel(upstream, session_id, principal.subject)
 
     def _new_session(self, session_id: str, principal: Principal, revision: Revision, channel: Channel) -> Session:
+        shared = channel if isinstance(channel, SharedChannel) else None
         session = Session(
             session_id,
             principal,
@@ -407,10 +408,11 @@ class Gateway:
             channel,
             max_streams=self._s.replay_streams,
             max_events=self._s.replay_buffer_events,
+            send_body=shared.send_body if shared else None,
         )
         channel.attach(session.on_message, lambda why: self._closed(session, why), lambda why: self._lost(session, why))
-        if isinstance(channel, SharedChannel):
-            channel.on_answer = session.on_answer
+        if shared is not None:
+            shared.on_answer = session.on_answer
         return session
 
     def _lost(self, session: Session, why: str) -> None:

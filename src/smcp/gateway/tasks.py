@@ -116,7 +116,8 @@ class TaskOwners:
         """A request of a GATED method as it may go on, or the refusal to answer instead:
         another principal's task is no task at all, and never reaches the server."""
         if body.get("method") == LISTEN:
-            return {**body, "params": self.narrow_listen(body.get("params"), principal)}, None
+            params = self.narrow_listen(body.get("params"), principal)
+            return (body if params is body.get("params") else {**body, "params": params}), None
         if self.allows(body.get("params"), principal):
             return body, None
         return body, jsonrpc.error(body.get("id"), jsonrpc.INVALID_PARAMS, UNKNOWN)

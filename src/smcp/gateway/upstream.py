@@ -114,8 +114,12 @@ class UpstreamRequest:
 
     @property
     def principal(self) -> str | None:
-        """Who asked: a modern caller, or the principal of the session that did."""
-        return self.caller if self.caller is not None else self.owner.principal if self.owner is not None else None
+        return _who(self.caller, self.owner)
+
+
+def _who(caller: str | None, owner: SessionPeer | None) -> str | None:
+    """Who asked: a modern caller, or the principal of the session that did."""
+    return caller if caller is not None else owner.principal if owner is not None else None
 
 
 class SharedUpstream:
@@ -258,8 +262,7 @@ class SharedUpstream:
             await self.ensure()
         gid = self.next_id("g")
         if body.get("method") in tasks.GATED:
-            principal = caller if caller is not None else owner.principal if owner is not None else None
-            body, refusal = self.tasks_owned.gate(body, principal)
+            body, refusal = self.tasks_owned.gate(body, _who(caller, owner))
             if refusal is not None:
                 # Answered here, on the next pass as an answer would be; never sent.
                 asyncio.get_running_loop().call_soon(sink, refusal, True)
