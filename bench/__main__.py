@@ -36,7 +36,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench import calibrate  # noqa: E402
+from bench import calibrate, cotenant  # noqa: E402
 from bench.stdio_load import StdioServer  # noqa: E402
 from tests.harness import EXAMPLES, free_port, start_node  # noqa: E402
 
@@ -264,7 +264,11 @@ def main() -> None:
             for c in (1, 32):
                 for current in range(rounds):
                     direct_stdio(f"direct {era}", modern, c)
-                    measure(f"gateway {era}", demo_url, _call(modern=modern), headers, c, node.proc.pid)
+                    g = measure(f"gateway {era}", demo_url, _call(modern=modern), headers, c, node.proc.pid)
+                    if c > 1 and g.cpu_us_per_req:
+                        # The same baseline beside a neighbour as hungry as the gateway just was.
+                        with cotenant.neighbour(g.cpu_us_per_req, 1e6 / g.rps, secs + 30):
+                            direct_stdio(f"direct {era} beside co-tenant", modern, c)
                 over_http = _modern_headers({}) if modern else _legacy_session(url, {})
                 measure(f"direct {era} over HTTP", murl if modern else url, _call(modern=modern), over_http, c, None)
         print("Trivial echo (the gateway is the bottleneck):")
@@ -329,6 +333,7 @@ def _report(runs: list[Run]) -> None:
             (f"{era}: throughput gateway/direct, c=32", _figure([g.rps / d.rps for d, g in at32], "{:.2f}×"), "≥ 0.9×"),
             (f"{era}: gateway CPU per call, c=32", _figure([g.cpu_us_per_req or 0 for _, g in at32], "{:.0f} µs"), "≤ 300 µs"),
         ]
+        beside = _pairs(runs, f"direct {era}", f"direct {era} beside co-tenant", 32)
         g1 = _median([g.p50_ms for _, g in at1])
         g32 = _median([g.rps for _, g in at32])
         d32 = _median([d.rps for d, _ in at32])
@@ -337,6 +342,8 @@ def _report(runs: list[Run]) -> None:
             (f"{era}: added latency p50 vs the SDK's HTTP transport, c=1", f"{g1 - h1.p50_ms:+.2f} ms"),
             (f"{era}: throughput gateway/SDK HTTP transport, c=32", f"{g32 / h32.rps:.2f}×"),
             (f"{era}: throughput stdio/HTTP transport, direct, c=32", f"{d32 / h32.rps:.2f}×"),
+            (f"{era}: throughput direct beside a co-tenant of the gateway's CPU/direct, c=32",
+             _figure([b.rps / d.rps for d, b in beside], "{:.2f}×")),
         ]
     echo32 = _pairs(runs, "raw uvicorn JSON echo", "gateway → stdio echo", 32)
     rows += [
@@ -347,7 +354,8 @@ def _report(runs: list[Run]) -> None:
     value_width = max(len(r[1]) for r in rows)
     for label, value, target in rows:
         print(f"  {label:<{width}}  {value:>{value_width}}   target {target}")
-    print("\nFor information (a different transport, not the targets' baseline; one run each):")
+    print("\nFor information (a different transport, not the targets' baseline, one run each; and the direct "
+          "baseline beside bench/cotenant.py, a process using the CPU the gateway used per call at its rate):")
     width = max(len(r[0]) for r in info)
     for label, value in info:
         print(f"  {label:<{width}}  {value:>10}")
