@@ -37,6 +37,17 @@ def test_mismatches_are_32020() -> None:
     assert _code(modern.check(m, {"mcp-method": "tools/call", "mcp-name": "x"})) == -32020
 
 
+def test_task_methods_mirror_the_task_id_into_mcp_name() -> None:
+    # SEP-2663: tasks/get, tasks/update and tasks/cancel carry Mcp-Name: <taskId>.
+    for method in ("tasks/get", "tasks/update", "tasks/cancel"):
+        m = _msg(method, {"taskId": "t-1"})
+        assert modern.check(m, _h(mcp_method=method, mcp_name="t-1")) is None
+        assert _code(modern.check(m, _h(mcp_method=method, mcp_name="t-2"))) == -32020
+        assert _code(modern.check(m, _h(mcp_method=method))) == -32020
+    # tasks/list names no task.
+    assert modern.check(_msg("tasks/list"), _h(mcp_method="tasks/list")) is None
+
+
 def test_base64_sentinel_names_are_decoded() -> None:
     name = "héllo wörld"
     encoded = "=?base64?" + base64.b64encode(name.encode()).decode() + "?="

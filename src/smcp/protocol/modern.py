@@ -35,7 +35,16 @@ REMOVED_METHODS = frozenset(
     {"initialize", "ping", "logging/setLevel", "resources/subscribe", "resources/unsubscribe"}
 )
 # Methods whose target is mirrored into Mcp-Name, and the params field it mirrors.
-NAMED_METHODS = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
+# The tasks extension (SEP-2663) extends the rule to its by-id methods: the task id is
+# the name a routing intermediary may act on, so it is checked like the others.
+NAMED_METHODS = {
+    "tools/call": "name",
+    "prompts/get": "name",
+    "resources/read": "uri",
+    "tasks/get": "taskId",
+    "tasks/update": "taskId",
+    "tasks/cancel": "taskId",
+}
 
 _B64_PREFIX = "=?base64?"
 _B64_SUFFIX = "?="
