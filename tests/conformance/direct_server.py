@@ -64,6 +64,10 @@ class MemoryEventStore(EventStore):
 
 
 def load_fixture():
+    # server.py imports its sibling modules (tasks, skills) as `python server.py`
+    # would find them: from its own directory on sys.path.
+    if str(FIXTURE.parent) not in sys.path:
+        sys.path.insert(0, str(FIXTURE.parent))
     spec = importlib.util.spec_from_file_location("conformance_fixture", FIXTURE)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)

@@ -8,7 +8,8 @@ The fixture (examples/servers/conformance) is served two ways:
   `/t/{tenant}/{server}/mcp` via a loopback proxy that adds the API key (auth_proxy.py).
 
 Each run of `@modelcontextprotocol/conformance` (stable 0.1.16 `--suite all`; next
-0.2.0-alpha.12 `--suite all` at 2025-11-25 and at 2026-07-28) is made against both, and
+0.2.0-alpha.12 `--suite all` at 2025-11-25 and at 2026-07-28, and its `[extension]`
+scenarios: tasks, SEP-2663, and skills, SEP-2640) is made against both, and
 the per-scenario results are compared: hosting must lose nothing. expected-failures.yml
 may list only scenarios that also fail directly, each with its reason.
 """
@@ -25,6 +26,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,13 +49,28 @@ class Run:
     id: str
     suite: str
     args: tuple[str, ...]
+    # The server command has no suite for a tag (such as `extension`): such a run lists
+    # the scenarios carrying the tag and runs each with --scenario.
+    tag: str | None = None
 
 
 RUNS = (
     Run("stable", "stable", ("--suite", "all")),
     Run("next-2025-11-25", "next", ("--suite", "all", "--spec-version", "2025-11-25")),
     Run("next-2026-07-28", "next", ("--suite", "all", "--spec-version", "2026-07-28")),
+    # The tasks (SEP-2663) and skills (SEP-2640) extensions: not part of either dated
+    # version, so --spec-version leaves them out of the runs above.
+    Run("next-extensions", "next", (), tag="extension"),
 )
+PARALLEL_SCENARIOS = 4
+# Scenarios of a tagged run that skip every check whatever the server does, with why.
+# Any other scenario of such a run must pass at least one check of its own directly:
+# a fixture that does not declare an extension would otherwise "pass" by skipping.
+SUITE_STUBS = {
+    "tasks-status-notifications": "0.2.0-alpha.12 skips it unconditionally, pending its rewrite onto "
+    "subscriptions/listen (the fixture sends notifications/tasks there all the same)",
+}
+SCHEMA_CHECK = "wire-schema-valid"
 
 
 @dataclass
@@ -90,47 +107,56 @@ _SUMMARY_LINE = re.compile(
 _SEVERITY = {"SUCCESS": 1, "SKIPPED": 2, "INFO": 2, "WARNING": 3, "FAILURE": 4}
 
 
+def _env() -> dict[str, str]:
+    return {**os.environ, "PATH": f"{NODE_BIN}:{os.environ.get('PATH', '')}", "NO_COLOR": "1"}
+
+
+def tagged_scenarios(suite: str, tag: str) -> list[str]:
+    """The server scenarios `conformance list --server` shows with `tag`."""
+    listing = subprocess.run(
+        [str(NODE_BIN / "node"), str(SUITES[suite]), "list", "--server"],
+        check=True, capture_output=True, text=True, env=_env(), timeout=60,
+    ).stdout
+    names = [m[1] for m in re.finditer(r"^\s*- (\S+) \[([^\]]*)\]", listing, re.M) if tag in m[2].split(",")]
+    assert names, f"no server scenario tagged {tag!r} in:\n{listing}"
+    return names
+
+
+def _invoke(run: Run, url: str, out_dir: Path, args: list[str]) -> subprocess.CompletedProcess[str]:
+    cmd = [str(NODE_BIN / "node"), str(SUITES[run.suite]), "server", "--url", url, *args]
+    if run.suite == "next":  # 0.1.16 has no --timeout (its per-scenario default is 30 s)
+        cmd += ["--timeout", SCENARIO_TIMEOUT_MS]
+    cmd += ["-o", str(out_dir)]
+    return subprocess.run(
+        cmd, check=False, capture_output=True, text=True, env=_env(), timeout=RUN_TIMEOUT_S, cwd=out_dir
+    )
+
+
 def run_suite(run: Run, url: str, label: str) -> dict[str, Outcome]:
     """Run one suite invocation against url; per-scenario outcomes from its results files."""
     out_dir = Path(tempfile.mkdtemp(prefix=f"conformance-{run.id}-{label}-"))
-    cmd = [
-        str(NODE_BIN / "node"),
-        str(SUITES[run.suite]),
-        "server",
-        "--url",
-        url,
-        *run.args,
-    ]
-    if (
-        run.suite == "next"
-    ):  # 0.1.16 has no --timeout (its per-scenario default is 30 s)
-        cmd += ["--timeout", SCENARIO_TIMEOUT_MS]
-    cmd += ["-o", str(out_dir)]
-    env = {
-        **os.environ,
-        "PATH": f"{NODE_BIN}:{os.environ.get('PATH', '')}",
-        "NO_COLOR": "1",
-    }
     started = time.monotonic()
-    proc = subprocess.run(
-        cmd,
-        check=False,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=RUN_TIMEOUT_S,
-        cwd=out_dir,
-    )
-    elapsed = time.monotonic() - started
-    (out_dir / "stdout.txt").write_text(proc.stdout)
-    (out_dir / "stderr.txt").write_text(proc.stderr)
-
-    # The summary names every scenario run (even one that wrote no results); the
-    # per-scenario checks.json files say which checks failed and why.
     outcomes: dict[str, Outcome] = {}
-    for line in proc.stdout.splitlines():
-        if m := _SUMMARY_LINE.match(line.strip()):
-            outcomes[m["scenario"]] = Outcome(passed=m["counts"].endswith(" 0 failed"))
+    if run.tag is None:
+        procs = [_invoke(run, url, out_dir, list(run.args))]
+        # The summary names every scenario run (even one that wrote no results); the
+        # per-scenario checks.json files say which checks failed and why.
+        for line in procs[0].stdout.splitlines():
+            if m := _SUMMARY_LINE.match(line.strip()):
+                outcomes[m["scenario"]] = Outcome(passed=m["counts"].endswith(" 0 failed"))
+    else:
+        names = tagged_scenarios(run.suite, run.tag)
+        with ThreadPoolExecutor(PARALLEL_SCENARIOS) as pool:
+            procs = list(pool.map(lambda n: _invoke(run, url, out_dir, [*run.args, "--scenario", n]), names))
+        # A scenario that wrote no checks.json failed (the loop below reads the others).
+        written = {m["scenario"] for d in out_dir.glob("server-*/") if (m := _RESULT_DIR.match(d.name))}
+        for name, done in zip(names, procs, strict=True):
+            if name not in written:
+                outcomes[name] = Outcome(passed=False, failures=[f"no results (exit {done.returncode}): {done.stdout[-300:]}"])
+    elapsed = time.monotonic() - started
+    (out_dir / "stdout.txt").write_text("\n".join(p.stdout for p in procs))
+    (out_dir / "stderr.txt").write_text("\n".join(p.stderr for p in procs))
+    proc = procs[-1]
     for checks_file in sorted(out_dir.glob("server-*/checks.json")):
         m = _RESULT_DIR.match(checks_file.parent.name)
         assert m, f"unexpected results directory {checks_file.parent}"
@@ -373,6 +399,17 @@ def test_direct_baseline(run: Run, direct_url: str) -> None:
         problems.append(
             f"failing directly and not in expected-failures.yml (fix the fixture or list them): {unexplained}"
         )
+    if run.tag is not None:
+        idle = sorted(
+            name for name, o in direct.items()
+            if name not in expected and not any(st == "SUCCESS" for c, st in o.statuses.items() if c != SCHEMA_CHECK)
+        )
+        if set(idle) != set(SUITE_STUBS):
+            problems.append(
+                f"{run.tag} scenarios that exercise nothing directly (the fixture must implement them): "
+                f"{sorted(set(idle) - set(SUITE_STUBS))}; listed as suite stubs but now exercised: "
+                f"{sorted(set(SUITE_STUBS) - set(idle))}"
+            )
     assert not problems, "\n".join(problems) + "\n\n" + table(run, direct, None)
 
 
@@ -392,4 +429,12 @@ def test_gateway_loses_nothing(run: Run, direct_url: str, gateway_url: str) -> N
         for s, o in direct.items()
         if o.passed and not (s in gateway and gateway[s].passed)
     )
+    if run.tag is not None:
+        # An extension check skipped through the gateway but passed directly means the
+        # gateway lost what the check looks for (a capability, a method): a loss.
+        lost += sorted(
+            s for s, o in direct.items() if s in gateway and s not in lost and any(
+                st == "SUCCESS" and gateway[s].statuses.get(c) != "SUCCESS" for c, st in o.statuses.items()
+            )
+        )
     assert not lost, f"pass directly but not through the gateway: {lost}\n\n{report}"

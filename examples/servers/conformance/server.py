@@ -11,6 +11,16 @@ specification from the scenario descriptions; it serves both protocol eras:
 * modern (2026-07-28): stateless requests, `InputRequiredResult` instead of
   server-to-client requests, `subscriptions/listen`, caching hints.
 
+Two extensions live in sibling modules, wired in below:
+
+* `tasks.py`: `io.modelcontextprotocol/tasks` (SEP-2663): task-capable tools answer
+  with a `CreateTaskResult`, followed by `tasks/get` / `tasks/update` / `tasks/cancel`;
+  `task_tools.py` holds the scenarios' tools (`greet`, `slow_compute`,
+  `confirm_delete`, …) and `task_listen.py` the `notifications/tasks` that
+  `subscriptions/listen` streams carry for the task ids they name;
+* `skills.py`: `io.modelcontextprotocol/skills` (SEP-2640): `skill://` resources,
+  `skills/list`, `skills/get` and `resources/directory/read`.
+
 `python server.py` speaks MCP on stdio (the SDK's stdio loop serves both eras: the
 client's first message decides); SMCP runs it exactly so. tests/conformance/ also
 imports `mcp` from here and serves it over Streamable HTTP for the direct baseline.
@@ -25,6 +35,7 @@ from typing import Annotated, Any
 from mcp.server.caching import CacheHint
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.prompts.base import Message, UserMessage
+from mcp.server.subscriptions import InMemorySubscriptionBus
 from mcp.shared.exceptions import MCPError
 from mcp_types import (
     AudioContent,
@@ -49,6 +60,13 @@ from mcp_types import (
 )
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import Field
+
+# Sibling modules: `python server.py` puts this directory on sys.path; importers that
+# load this file by path (tests/conformance/direct_server.py) add it themselves.
+import skills
+import task_listen
+import task_tools
+import tasks
 
 # The logging capability is deprecated as of 2026-07-28, but the legacy-era scenarios
 # still exercise it; the SDK warns on every use.
@@ -117,12 +135,20 @@ _HINTS = {
     "resources/read": CacheHint(ttl_ms=0, scope="private"),
 }
 
+# The tasks extension takes over subscriptions/listen (for `taskIds`), and needs the
+# bus the SDK's own listen handler reads to keep serving the standard events.
+_bus = InMemorySubscriptionBus()
+_tasks = tasks.TasksExtension(task_tools.FIXTURE_TOOLS)
+
 mcp = ConformanceServer(
     "smcp-conformance-fixture",
     version="1.0.0",
     description="The MCP conformance suite's server fixture (Python SDK)",
     cache_hints=_HINTS,  # type: ignore[arg-type]
+    subscriptions=_bus,
+    extensions=[_tasks, skills.SkillsExtension()],
 )
+task_listen.serve_task_notifications(mcp._lowlevel_server, _tasks.store, _bus)
 
 
 def _modern(ctx: Context) -> bool:
