@@ -167,7 +167,8 @@ def test_a_remote_servers_tasks_are_bound_to_the_principal_that_created_them(sha
         _, messages = mine.rpc("tools/call", {"name": "work", "arguments": {}, "task": {}})
         task_id = messages[-1]["result"]["task"]["taskId"]
         _, messages = theirs.rpc("tasks/get", {"taskId": task_id})
-        assert messages[-1]["error"] == {"code": -32602, "message": "unknown task"}, messages
+        # The remote server is asked about an id no task has, and says so.
+        assert messages[-1]["error"] == {"code": -32602, "message": "no such task or method"}, messages
         _, messages = theirs.rpc("tasks/list")
         assert messages[-1]["result"]["tasks"] == []
         _, messages = mine.rpc("tasks/get", {"taskId": task_id})

@@ -277,5 +277,6 @@ def test_a_modern_callers_task_is_its_own(node: Any, probe: Hosted) -> None:
     task_id = _post(probe, body, mcp_name="sleep").json()["result"]["task"]["taskId"]
     other = Hosted(probe.tenant, probe.server, node.create_key(probe.tenant)["token"], probe.url)
     get = {"jsonrpc": "2.0", "id": 2, "method": "tasks/get", "params": {"taskId": task_id, "_meta": _meta()}}
-    assert _post(other, get, mcp_name=task_id).json()["error"] == {"code": -32602, "message": "unknown task"}
+    error = _post(other, get, mcp_name=task_id).json()["error"]
+    assert error["code"] == -32602 and error["message"].startswith("Unknown task: smcp-no-such-task-"), error
     assert _post(probe, get, mcp_name=task_id).json()["result"]["taskId"] == task_id

@@ -75,7 +75,13 @@ async def test_a_principal_reaches_and_listens_to_its_own_tasks_only() -> None:
         theirs = (await ask("user:b", "tools/call", {"name": "work", "arguments": {}}))["result"]["taskId"]
 
         assert (await ask("user:a", "tasks/get", {"taskId": mine}))["result"]["taskId"] == mine
-        assert (await ask("user:b", "tasks/get", {"taskId": mine}))["error"]["message"] == "unknown task"
+        # This server serves any id it is asked about: user:b's request must name another.
+        asked = (await ask("user:b", "tasks/get", {"taskId": mine}))["result"]["taskId"]
+        assert asked != mine and asked.startswith("smcp-no-such-task-")
+        for method in ("tasks/cancel", "tasks/update", "tasks/result"):
+            sent = (await ask("user:b", method, {"taskId": mine, "inputResponses": {}}))["result"]["asked"]
+            assert sent["taskId"] != mine and sent["inputResponses"] == {}, method
+        assert (await ask("user:a", "tasks/cancel", {"taskId": mine}))["result"]["asked"] == {"taskId": mine}
         heard = await ask("user:b", "subscriptions/listen",
                           {"notifications": {"taskIds": [mine, theirs, "t99"], "toolsListChanged": True}})
         assert heard["result"]["asked"]["notifications"] == {"taskIds": [theirs], "toolsListChanged": True}

@@ -73,12 +73,14 @@ class ModernEndpoint:
         if upstream.era == "modern":
             # A modern instance: everything passes through but ids (MRTR results,
             # subscriptions and caching hints included), its own answers untouched.
-            await self._forward(receive, send, message, upstream, keep_open=method == "subscriptions/listen")
+            await self._forward(
+                receive, send, message, upstream, caller=principal.subject, keep_open=method == "subscriptions/listen"
+            )
             return
         if method == "subscriptions/listen":
             await self._listen(receive, send, message, upstream)
             return
-        await self._forward(receive, send, message, upstream, caller=principal.subject)
+        await self._forward(receive, send, message, upstream, caller=principal.subject, bridged=True)
 
     async def _check_params(
         self, message: jsonrpc.Message, headers: dict[str, str], upstream: SharedUpstream
@@ -121,16 +123,18 @@ class ModernEndpoint:
         upstream: SharedUpstream,
         *,
         keep_open: bool = False,
-        caller: str | None = None,
+        caller: str,
+        bridged: bool = False,
     ) -> None:
-        """Relay one request. `caller` is given on a bridged (legacy) instance, whose
-        requests to the client come back to it as input_required results."""
+        """Relay one request for `caller` (the principal, who owns the tasks it creates).
+        On a `bridged` (legacy) instance, the instance's requests to the client come back
+        to the caller as input_required results, and its retry resumes them."""
         queue = Mailbox()
         sink = lambda raw, final: queue.put_nowait((raw, final))  # noqa: E731
         params = message.body.get("params")
         state = params.get("requestState") if isinstance(params, dict) else None
         try:
-            if caller is not None and isinstance(state, str) and state.startswith(parking.PREFIX):
+            if bridged and isinstance(state, str) and state.startswith(parking.PREFIX):
                 resumed = await upstream.resume(state, caller, message.body, sink)
                 if resumed is None:
                     text = "requestState is unknown or has expired; send the request again without it"

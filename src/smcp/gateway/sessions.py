@@ -81,10 +81,7 @@ class Session:
             await self._send_body(message.body)
             return
         if self._tasks is not None and message.method in tasks.GATED and message.kind is jsonrpc.Kind.request:
-            body, refusal = self._tasks.gate(message.body, _SELF)
-            if refusal is not None:
-                self.on_answer(message.id_key, refusal)
-                return
+            body = self._tasks.gate(message.body, _SELF)
             if body is not message.body:
                 await self.channel.send(orjson.dumps(body))
                 return

@@ -5,9 +5,11 @@ id: `tasks/get`, `tasks/result`, `tasks/update`, `tasks/cancel`, and `tasks/list
 lists them. The specification has the receiver bind tasks to the requestor's
 authorization context. A shared instance sees one requestor, the gateway, so the
 gateway does the binding: each task id an answer creates is recorded against the
-principal who asked, another principal's request for it is refused as if the task
-did not exist, `tasks/list` shows a principal its own tasks only, and status
-notifications go to its owner's sessions only. Binding to the principal rather than
+principal who asked, another principal's request for it reaches the server naming a
+task that does not exist (so the answer is the server's own for an unknown task:
+its error code, whether the extension was declared, whether the method exists at
+all), `tasks/list` shows a principal its own tasks only, and status notifications
+go to its owner's sessions only. Binding to the principal rather than
 the session lets a client that reconnects keep polling its tasks, as durable tasks
 are meant to be.
 """
@@ -15,12 +17,12 @@ are meant to be.
 from __future__ import annotations
 
 import asyncio
+import secrets
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from smcp.protocol import jsonrpc
 
 # Requests naming one task by params.taskId.
 BY_ID = frozenset({"tasks/get", "tasks/result", "tasks/update", "tasks/cancel"})
@@ -32,7 +34,12 @@ STATUS = frozenset({"notifications/tasks/status", "notifications/tasks"})
 
 GATED = BY_ID | {LISTEN}
 
-UNKNOWN = "unknown task"
+# What a request naming someone else's task asks the server about instead.
+NO_SUCH_TASK = "smcp-no-such-task-"
+
+
+def _nobody() -> str:
+    return NO_SUCH_TASK + secrets.token_hex(12)
 
 
 def created_task_id(result: Any) -> str | None:
@@ -112,15 +119,18 @@ class TaskOwners:
         task_id = task_id_of(params)
         return task_id is not None and principal is not None and self.owner(task_id) == principal
 
-    def gate(self, body: dict[str, Any], principal: str | None) -> tuple[dict[str, Any], bytes | None]:
-        """A request of a GATED method as it may go on, or the refusal to answer instead:
-        another principal's task is no task at all, and never reaches the server."""
+    def gate(self, body: dict[str, Any], principal: str | None) -> dict[str, Any]:
+        """A request of a GATED method as it may go on. Another principal's task id never
+        reaches the server: the request names a fresh id no task has instead, and the
+        server's answer is whatever it says of an unknown task (the caller learns
+        nothing the server would not tell it of a made-up id)."""
+        params = body.get("params")
         if body.get("method") == LISTEN:
-            params = self.narrow_listen(body.get("params"), principal)
-            return (body if params is body.get("params") else {**body, "params": params}), None
-        if self.allows(body.get("params"), principal):
-            return body, None
-        return body, jsonrpc.error(body.get("id"), jsonrpc.INVALID_PARAMS, UNKNOWN)
+            narrowed = self.narrow_listen(params, principal)
+            return body if narrowed is params else {**body, "params": narrowed}
+        if task_id_of(params) is None or self.allows(params, principal):
+            return body  # no task named (the server refuses the params), or one's own
+        return {**body, "params": {**params, "taskId": _nobody()}}
 
     def on_answer(self, method: str | None, result: Any, principal: str | None, origin: object | None = None) -> None:
         """Bind the task an answer creates to who asked; narrow a tasks/list answer."""

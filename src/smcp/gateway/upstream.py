@@ -262,11 +262,7 @@ class SharedUpstream:
             await self.ensure()
         gid = self.next_id("g")
         if body.get("method") in tasks.GATED:
-            body, refusal = self.tasks_owned.gate(body, _who(caller, owner))
-            if refusal is not None:
-                # Answered here, on the next pass as an answer would be; never sent.
-                asyncio.get_running_loop().call_soon(sink, refusal, True)
-                return gid
+            body = self.tasks_owned.gate(body, _who(caller, owner))
         params = body.get("params")
         token = None
         capabilities = None
