@@ -70,6 +70,9 @@ def test_a_modern_instances_tasks_belong_to_the_principal_that_created_them(node
 
     mine = _ask(fixture.key, fixture.url, "tasks/get", {"taskId": task_id}, name=task_id)
     assert mine["result"]["taskId"] == task_id and mine["result"]["status"] == "working"
+    # Mcp-Name (SEP-2663): a value naming another task is refused; none at all is let through.
+    assert _ask(fixture.key, fixture.url, "tasks/get", {"taskId": task_id}, name="another")["error"]["code"] == -32020
+    assert _ask(fixture.key, fixture.url, "tasks/get", {"taskId": task_id})["result"]["taskId"] == task_id
 
     # Another principal: the server answers as for any unknown id, and never about this one.
     for method in ("tasks/get", "tasks/cancel", "tasks/update"):

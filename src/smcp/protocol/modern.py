@@ -36,7 +36,9 @@ REMOVED_METHODS = frozenset(
 )
 # Methods whose target is mirrored into Mcp-Name, and the params field it mirrors.
 # The tasks extension (SEP-2663) extends the rule to its by-id methods: the task id is
-# the name a routing intermediary may act on, so it is checked like the others.
+# the name a routing intermediary may act on, so a value that differs from the body is
+# refused like the others. A missing one is let through there: nothing can have
+# routed on it, and the official Python SDK (2.3) does not send it for tasks/*.
 NAMED_METHODS = {
     "tools/call": "name",
     "prompts/get": "name",
@@ -45,6 +47,7 @@ NAMED_METHODS = {
     "tasks/update": "taskId",
     "tasks/cancel": "taskId",
 }
+_NAME_OPTIONAL = frozenset({"tasks/get", "tasks/update", "tasks/cancel"})
 
 _B64_PREFIX = "=?base64?"
 _B64_SUFFIX = "?="
@@ -155,6 +158,8 @@ def check(message: jsonrpc.Message, headers: dict[str, str]) -> Refusal | None:
         body_name = params.get(field)
         raw_name = headers.get("mcp-name")
         if raw_name is None:
+            if method in _NAME_OPTIONAL:
+                return None
             return _refuse(400, msg_id, HEADER_MISMATCH, "Header mismatch: Mcp-Name header is required")
         name = decode_header_value(raw_name)
         if name is None:
