@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -90,3 +91,44 @@ def test_a_modern_instances_tasks_belong_to_the_principal_that_created_them(node
     assert _ask(fixture.key, fixture.url, "tasks/get", {"taskId": task_id}, name=task_id)["result"]["status"] == "working"
     assert "error" not in _ask(fixture.key, fixture.url, "tasks/cancel", {"taskId": task_id}, name=task_id)
     assert _ask(fixture.key, fixture.url, "tasks/get", {"taskId": task_id}, name=task_id)["result"]["status"] == "cancelled"
+
+
+def _listen(key: str, url: str, task_ids: list[str], until: str, timeout_s: float = 20) -> list[dict[str, Any]]:
+    """Open a subscriptions/listen stream for task_ids; its messages until one of method `until`."""
+    headers = {
+        "authorization": f"Bearer {key}",
+        "accept": "application/json, text/event-stream",
+        "content-type": "application/json",
+        "mcp-protocol-version": MODERN,
+        "mcp-method": "subscriptions/listen",
+    }
+    body = {"jsonrpc": "2.0", "id": "listen-1", "method": "subscriptions/listen",
+            "params": {"notifications": {"taskIds": task_ids}, "_meta": _meta()}}
+    seen: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout_s
+    with httpx.stream("POST", url, json=body, headers=headers, timeout=timeout_s) as r:
+        assert r.status_code == 200, r.read()
+        for line in r.iter_lines():
+            if line.startswith("data:") and line[5:].strip():
+                seen.append(json.loads(line[5:]))
+                if seen[-1].get("method") == until:
+                    return seen
+            assert time.monotonic() < deadline, seen
+    return seen
+
+
+def test_status_notifications_of_a_task_reach_its_owner_only(node: Node, fixture: Hosted) -> None:
+    other = node.create_key(fixture.tenant)["token"]
+    task_id = _ask(fixture.key, fixture.url, "tools/call", {"name": "slow_compute", "arguments": {"seconds": 30}},
+                   name="slow_compute")["result"]["taskId"]
+    try:
+        # The other principal's listen is agreed without the task: the server never hears its id.
+        theirs = _listen(other, fixture.url, [task_id], "notifications/subscriptions/acknowledged")
+        assert theirs[-1]["params"]["notifications"].get("taskIds", []) == [], theirs
+        # The owner's is agreed with it, and hears its status.
+        mine = _listen(fixture.key, fixture.url, [task_id], "notifications/tasks")
+        acknowledged = next(m for m in mine if m.get("method") == "notifications/subscriptions/acknowledged")
+        assert acknowledged["params"]["notifications"]["taskIds"] == [task_id], mine
+        assert mine[-1]["params"]["taskId"] == task_id and mine[-1]["params"]["status"] == "working", mine
+    finally:
+        _ask(fixture.key, fixture.url, "tasks/cancel", {"taskId": task_id}, name=task_id)
