@@ -18,6 +18,8 @@ from typing import Any
 import orjson
 import uvicorn
 
+from smcp.gateway.asgi import read_body, respond, respond_json
+
 TASKS: dict[str, dict[str, Any]] = {}
 _ids = itertools.count(1)
 
@@ -47,29 +49,18 @@ async def app(scope, receive, send):  # type: ignore[no-untyped-def]
     if scope["type"] != "http":
         return
     if scope["method"] != "POST":
-        await send({"type": "http.response.start", "status": 405, "headers": []})
-        await send({"type": "http.response.body", "body": b""})
+        await respond(send, 405)
         return
-    body = b""
-    while True:
-        event = await receive()
-        body += event.get("body", b"")
-        if not event.get("more_body"):
-            break
-    message = orjson.loads(body)
+    message = orjson.loads(await read_body(receive, 1 << 20))
     if "id" not in message:
-        await send({"type": "http.response.start", "status": 202, "headers": []})
-        await send({"type": "http.response.body", "body": b""})
+        await respond(send, 202)
         return
     try:
         reply = {"jsonrpc": "2.0", "id": message["id"], "result": _answer(message)}
     except KeyError:
         reply = {"jsonrpc": "2.0", "id": message["id"], "error": {"code": -32602, "message": "no such task or method"}}
-    headers = [(b"content-type", b"application/json")]
-    if message.get("method") == "initialize":
-        headers.append((b"mcp-session-id", secrets.token_hex(8).encode()))
-    await send({"type": "http.response.start", "status": 200, "headers": headers})
-    await send({"type": "http.response.body", "body": orjson.dumps(reply)})
+    session = [("mcp-session-id", secrets.token_hex(8))] if message.get("method") == "initialize" else []
+    await respond_json(send, 200, reply, headers=session)
 
 
 if __name__ == "__main__":
