@@ -114,10 +114,8 @@ class TaskOwners:
         found = self._owners.get(task_id)
         return found[1]() if found is not None and found[1] is not None else None
 
-    def allows(self, params: Any, principal: str | None) -> bool:
-        """Whether `principal` may make a by-id task request with these params."""
-        task_id = task_id_of(params)
-        return task_id is not None and principal is not None and self.owner(task_id) == principal
+    def owns(self, task_id: str, principal: str | None) -> bool:
+        return principal is not None and self.owner(task_id) == principal
 
     def gate(self, body: dict[str, Any], principal: str | None) -> dict[str, Any]:
         """A request of a GATED method as it may go on. Another principal's task id never
@@ -128,7 +126,8 @@ class TaskOwners:
         if body.get("method") == LISTEN:
             narrowed = self.narrow_listen(params, principal)
             return body if narrowed is params else {**body, "params": narrowed}
-        if task_id_of(params) is None or self.allows(params, principal):
+        task_id = task_id_of(params)
+        if task_id is None or self.owns(task_id, principal):
             return body  # no task named (the server refuses the params), or one's own
         return {**body, "params": {**params, "taskId": _nobody()}}
 
@@ -147,7 +146,7 @@ class TaskOwners:
         ids = wanted.get("taskIds") if isinstance(wanted, dict) else None
         if not isinstance(ids, list):
             return params
-        own = [i for i in ids if isinstance(i, str) and principal is not None and self.owner(i) == principal]
+        own = [i for i in ids if isinstance(i, str) and self.owns(i, principal)]
         return {**params, "notifications": {**wanted, "taskIds": own}}
 
     def only_own(self, result: Any, principal: str | None) -> None:
@@ -155,5 +154,5 @@ class TaskOwners:
         tasks = result.get("tasks") if isinstance(result, dict) else None
         if isinstance(tasks, list):
             result["tasks"] = [
-                t for t in tasks if isinstance(t, dict) and principal is not None and self.owner(str(t.get("taskId"))) == principal
+                t for t in tasks if isinstance(t, dict) and self.owns(str(t.get("taskId")), principal)
             ]

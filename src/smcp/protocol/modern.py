@@ -47,7 +47,7 @@ NAMED_METHODS = {
     "tasks/update": "taskId",
     "tasks/cancel": "taskId",
 }
-_NAME_OPTIONAL = frozenset({"tasks/get", "tasks/update", "tasks/cancel"})
+_NAME_OPTIONAL = frozenset(m for m in NAMED_METHODS if m.startswith("tasks/"))
 
 _B64_PREFIX = "=?base64?"
 _B64_SUFFIX = "?="
