@@ -17,7 +17,8 @@ from starlette.routing import Mount
 from smcp.app import _authorization_server
 from smcp.auth import passwords
 from smcp.auth.cache import CachedAuthenticator
-from smcp.auth.server import AuthorizationServer, client_from_metadata
+from smcp.auth.registration import client_from_metadata
+from smcp.auth.server import AuthorizationServer
 from smcp.config import Settings
 from smcp.domain import Principal
 from smcp.control import create_control_app

@@ -19,7 +19,7 @@ from smcp.auth.cimd import (
     is_public_address,
     tls_context,
 )
-from smcp.auth.server import OAuthError
+from smcp.auth.errors import OAuthError
 from smcp.config import Settings
 from smcp.store import Store
 

@@ -56,7 +56,7 @@ def test_conformance_authorization_mode(tmp_path: Path) -> None:
         await store.servers.create_revision("acme", "echo", make_spec("echo"), bundle_digest="a" * 64, build_key=None)
         await store.users.create("alice", passwords.hash_password(PASSWORD))
         await store.users.set_member("acme", "alice", "developer")
-        from smcp.auth.server import client_from_metadata
+        from smcp.auth.registration import client_from_metadata
 
         client, _ = client_from_metadata(
             {"redirect_uris": [redirect], "token_endpoint_auth_method": "none", "client_name": "Conformance"},

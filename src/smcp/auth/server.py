@@ -14,6 +14,8 @@ One module for the whole protocol surface, in the order a client meets it:
 
 Clients are found in this order: pre-registered (admin API) and dynamically registered
 clients by id; an https client_id is a Client ID Metadata Document, fetched safely.
+What a registration may say is auth/registration.py's, which the admin API shares;
+the error answer and CORS headers are auth/errors.py's.
 
 Every authorization is for exactly one MCP server: `resource` (RFC 8707) is required
 and must be a server URL of a tenant the user belongs to; the access token's audience
@@ -39,12 +41,19 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from smcp.auth import cimd, passwords, roles
+from smcp.auth.errors import CORS, NO_STORE, OAuthError
 from smcp.auth.oidc import UpstreamOidc
 from smcp.auth.ratelimit import OAuthLimits, retry_after
+from smcp.auth.registration import (
+    AUTH_METHODS,
+    GRANT_TYPES,
+    SCOPES_SUPPORTED,
+    client_from_metadata,
+    registration_response,
+)
 from smcp.auth.resource import PRM_PREFIX
 from smcp.auth.tokens import (
     MCP_SCOPE,
-    OFFLINE_SCOPE,
     REQUEST_TOKEN_TYPE,
     SESSION_TOKEN_TYPE,
     AccessTokens,
@@ -65,38 +74,11 @@ from smcp.ui import pages
 
 log = logging.getLogger("smcp.auth")
 
-SCOPES_SUPPORTED = (MCP_SCOPE, OFFLINE_SCOPE)
-GRANT_TYPES = ("authorization_code", "refresh_token")
-AUTH_METHODS = ("none", "client_secret_basic", "client_secret_post")
 _VERIFIER = re.compile(r"^[A-Za-z0-9\-._~]{43,128}$")
 _CHALLENGE = re.compile(r"^[A-Za-z0-9\-_]{43}$")  # base64url(SHA-256), unpadded
 MAX_FORM_BYTES = 64 * 1024
 MAX_REGISTRATION_BYTES = 16 * 1024
 MAX_STATE = 1024
-
-_CORS = {
-    "access-control-allow-origin": "*",
-    "access-control-allow-methods": "GET, POST, OPTIONS",
-    "access-control-allow-headers": "authorization, content-type, mcp-protocol-version",
-    "access-control-max-age": "600",
-}
-_NO_STORE = {"cache-control": "no-store", "pragma": "no-cache"}
-
-
-class OAuthError(Exception):
-    def __init__(self, error: str, description: str, status: int = 400, headers: dict[str, str] | None = None) -> None:
-        super().__init__(description)
-        self.error = error
-        self.description = description
-        self.status = status
-        self.headers = headers or {}
-
-    def response(self) -> JSONResponse:
-        return JSONResponse(
-            {"error": self.error, "error_description": self.description},
-            status_code=self.status,
-            headers={**_CORS, **_NO_STORE, **self.headers},
-        )
 
 
 def _too_many(wait: float, what: str) -> OAuthError:
@@ -112,23 +94,6 @@ def with_query(uri: str, params: dict[str, str]) -> str:
     parts = urlsplit(uri)
     query = parse_qsl(parts.query, keep_blank_values=True) + [(k, v) for k, v in params.items() if v is not None]
     return urlunsplit(parts._replace(query=urlencode(query)))
-
-
-def valid_redirect_uri(uri: str) -> bool:
-    """https anywhere, http only to loopback, or a private-use scheme (RFC 8252 §7.1); never a fragment."""
-    try:
-        parts = urlsplit(uri)
-    except ValueError:
-        return False
-    if parts.fragment or "#" in uri or len(uri) > 2000:
-        return False
-    if parts.scheme == "https":
-        return bool(parts.hostname)
-    if parts.scheme == "http":
-        host = (parts.hostname or "").lower()
-        return host in ("localhost", "127.0.0.1", "::1")
-    # Reverse-domain private-use schemes such as com.example.app:/callback.
-    return bool(re.fullmatch(r"[a-z][a-z0-9+\-]*(\.[a-z0-9+\-]+)+", parts.scheme or ""))
 
 
 class AuthorizationServer:
@@ -222,15 +187,15 @@ class AuthorizationServer:
 
     async def metadata(self, request: Request) -> Response:
         if request.method == "OPTIONS":
-            return Response(status_code=204, headers=_CORS)
-        return JSONResponse(self.metadata_document(), headers={**_CORS, "cache-control": "max-age=300"})
+            return Response(status_code=204, headers=CORS)
+        return JSONResponse(self.metadata_document(), headers={**CORS, "cache-control": "max-age=300"})
 
     async def protected_resource(self, request: Request) -> Response:
         if request.method == "OPTIONS":
-            return Response(status_code=204, headers=_CORS)
+            return Response(status_code=204, headers=CORS)
         tenant, server = request.path_params["tenant"], request.path_params["server"]
         if not NAME_RE.match(tenant) or not NAME_RE.match(server):
-            return JSONResponse({"error": "not_found"}, status_code=404, headers=_CORS)
+            return JSONResponse({"error": "not_found"}, status_code=404, headers=CORS)
         # The document is the same whether or not the server exists, so it reveals nothing.
         doc = {
             "resource": self.s.server_url(tenant, server),
@@ -239,12 +204,12 @@ class AuthorizationServer:
             "bearer_methods_supported": ["header"],
             "resource_name": f"{tenant}/{server} on SMCP",
         }
-        return JSONResponse(doc, headers={**_CORS, "cache-control": "max-age=300"})
+        return JSONResponse(doc, headers={**CORS, "cache-control": "max-age=300"})
 
     async def jwks(self, request: Request) -> Response:
         if request.method == "OPTIONS":
-            return Response(status_code=204, headers=_CORS)
-        return JSONResponse(self.keys.jwks(), headers={**_CORS, "cache-control": "max-age=300"})
+            return Response(status_code=204, headers=CORS)
+        return JSONResponse(self.keys.jwks(), headers={**CORS, "cache-control": "max-age=300"})
 
     # ---------------------------------------------------------------- clients
     async def find_client(self, client_id: str) -> Client | None:
@@ -571,7 +536,7 @@ class AuthorizationServer:
     # ------------------------------------------------------------------- token
     async def token(self, request: Request) -> Response:
         if request.method == "OPTIONS":
-            return Response(status_code=204, headers=_CORS)
+            return Response(status_code=204, headers=CORS)
         try:
             form = await self._form(request)
             client = await self.authenticate_client(request, form)
@@ -588,7 +553,7 @@ class AuthorizationServer:
                 body = await self._refresh_grant(client, form)
         except OAuthError as exc:
             return exc.response()
-        return JSONResponse(body, headers={**_CORS, **_NO_STORE})
+        return JSONResponse(body, headers={**CORS, **NO_STORE})
 
     async def _code_grant(self, client: Client, form: dict[str, str]) -> dict[str, Any]:
         code = form.get("code", "")
@@ -680,7 +645,7 @@ class AuthorizationServer:
     # ------------------------------------------------------------------ revoke
     async def revoke(self, request: Request) -> Response:
         if request.method == "OPTIONS":
-            return Response(status_code=204, headers=_CORS)
+            return Response(status_code=204, headers=CORS)
         try:
             form = await self._form(request)
             client = await self.authenticate_client(request, form)
@@ -701,12 +666,12 @@ class AuthorizationServer:
         # RFC 7009 §2.2: unknown or foreign tokens get the same 200 as revoked ones.
         if grant is not None and grant.client_id == client.client_id:
             await self.store.oauth.revoke_grant(grant.id, "revoked by the client")
-        return Response(status_code=200, headers={**_CORS, **_NO_STORE})
+        return Response(status_code=200, headers={**CORS, **NO_STORE})
 
     # ---------------------------------------------------------------- register
     async def register(self, request: Request) -> Response:
         if request.method == "OPTIONS":
-            return Response(status_code=204, headers=_CORS)
+            return Response(status_code=204, headers=CORS)
         if not self.s.oauth_dynamic_registration:
             return OAuthError("access_denied", "dynamic client registration is turned off", 403).response()
         if wait := await self.limits.register_wait(request.scope):
@@ -731,7 +696,7 @@ class AuthorizationServer:
             return exc.response()
         client = await self.store.oauth.create_client(client)
         out = registration_response(client, secret)
-        return JSONResponse(out, status_code=201, headers={**_CORS, **_NO_STORE})
+        return JSONResponse(out, status_code=201, headers={**CORS, **NO_STORE})
 
 
 def _describe(outcome: str, what: str) -> str:
@@ -741,59 +706,3 @@ def _describe(outcome: str, what: str) -> str:
         Outcome.REVOKED: f"the {what} was revoked",
         Outcome.REPLAYED: f"the {what} was already used; every token of this grant is now revoked",
     }.get(outcome, outcome)
-
-
-def client_from_metadata(doc: dict[str, Any], *, kind: str, tenant: str | None) -> tuple[Client, str | None]:
-    """Validate RFC 7591 client metadata; returns the client and its secret (if confidential)."""
-    uris = doc.get("redirect_uris")
-    if not isinstance(uris, list) or not uris or len(uris) > 10 or not all(isinstance(u, str) for u in uris):
-        raise OAuthError("invalid_redirect_uri", "redirect_uris must be a list of 1-10 URIs")
-    for uri in uris:
-        if not valid_redirect_uri(uri):
-            raise OAuthError("invalid_redirect_uri", f"redirect URI {uri!r} must be https, http on loopback, or a private-use scheme")
-    method = doc.get("token_endpoint_auth_method") or "client_secret_basic"  # RFC 7591 §2 default
-    if method not in AUTH_METHODS:
-        raise OAuthError("invalid_client_metadata", f"token_endpoint_auth_method {method!r} is not supported")
-    grants = doc.get("grant_types") or ["authorization_code"]
-    if not isinstance(grants, list) or not set(grants) <= set(GRANT_TYPES) or "authorization_code" not in grants:
-        raise OAuthError("invalid_client_metadata", "grant_types must include authorization_code and may add refresh_token")
-    responses = doc.get("response_types") or ["code"]
-    if responses != ["code"]:
-        raise OAuthError("invalid_client_metadata", "response_types must be [\"code\"]")
-    name = doc.get("client_name") or "Unnamed application"
-    if not isinstance(name, str) or len(name) > 200:
-        raise OAuthError("invalid_client_metadata", "client_name must be a string of at most 200 characters")
-    scope = doc.get("scope")
-    if scope is not None and (not isinstance(scope, str) or not set(scope.split()) <= set(SCOPES_SUPPORTED)):
-        raise OAuthError("invalid_client_metadata", f"scope must be drawn from {' '.join(SCOPES_SUPPORTED)}")
-    secret = None if method == "none" else "smcp_cs_" + secrets.token_urlsafe(32)
-    extra = {k: doc[k] for k in ("client_uri", "logo_uri", "scope", "software_id", "software_version", "application_type") if isinstance(doc.get(k), str)}
-    client = Client(
-        client_id=("smcp_c_" + secrets.token_hex(12)),
-        kind=kind,
-        client_name=name,
-        redirect_uris=tuple(uris),
-        grant_types=tuple(dict.fromkeys(grants)),
-        token_endpoint_auth_method=method,
-        tenant=tenant,
-        secret_hash=sha256_hex(secret) if secret else None,
-        metadata=extra,
-    )
-    return client, secret
-
-
-def registration_response(client: Client, secret: str | None) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "client_id": client.client_id,
-        "client_id_issued_at": int(client.created_at.timestamp() if client.created_at else time.time()),
-        "client_name": client.client_name,
-        "redirect_uris": list(client.redirect_uris),
-        "grant_types": list(client.grant_types),
-        "response_types": ["code"],
-        "token_endpoint_auth_method": client.token_endpoint_auth_method,
-        **client.metadata,
-    }
-    if secret is not None:
-        out["client_secret"] = secret
-        out["client_secret_expires_at"] = 0
-    return out

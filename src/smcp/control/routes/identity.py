@@ -9,7 +9,8 @@ from fastapi import APIRouter, Depends, Path, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from smcp.auth import passwords, roles
-from smcp.auth.server import OAuthError, client_from_metadata, registration_response
+from smcp.auth.errors import OAuthError
+from smcp.auth.registration import client_from_metadata, registration_response
 from smcp.control.auth import allow, authenticate
 from smcp.control.context import Context, get_context
 from smcp.control.errors import BadRequest, Forbidden
