@@ -25,7 +25,7 @@ EXPECTED_TOOLS = {
     "read_file", "list_dir", "write_file", "list_pids", "connect", "unix_connect", "env", "proc1_environ",
     "whoami", "kill", "stderr", "crash", "sleep", "notify", "big", "ask_roots",
     "fork_bomb", "alloc", "cpu_burn", "fill_disk", "syscall", "socket",
-    "http_get", "received", "tools_changed", "stop_reading",
+    "http_get", "received", "tools_changed", "stop_reading", "emit",
 }  # fmt: skip
 
 
@@ -267,6 +267,15 @@ def test_big_reply_is_one_line_of_exact_size(probe: Probe) -> None:
     nbytes = 3 * 1024 * 1024
     reply = probe.request("tools/call", {"name": "big", "arguments": {"nbytes": nbytes}})
     assert len(reply["result"]["content"][0]["text"]) == nbytes
+
+
+def test_emit_writes_raw_lines_then_replies(probe: Probe) -> None:
+    probe.send({"jsonrpc": "2.0", "id": "e1", "method": "tools/call",
+                "params": {"name": "emit", "arguments": {"lines": ['{"jsonrpc":"2.0","id":{ID},"result":[]}', "not json"]}}})
+    assert probe.recv() == {"jsonrpc": "2.0", "id": "e1", "result": []}
+    assert probe.lines.get(timeout=10) == b"not json\n"
+    reply = probe.recv()
+    assert reply["id"] == "e1" and json.loads(reply["result"]["content"][0]["text"]) == {"emitted": 2}
 
 
 def test_sleep_does_not_block_other_requests(probe: Probe) -> None:

@@ -31,7 +31,17 @@ def test_id_keys_keep_1_and_string_1_apart() -> None:
         (b'{"jsonrpc":"2.0","id":1.5,"method":"x"}', jsonrpc.INVALID_REQUEST),
         (b'{"jsonrpc":"2.0","id":1,"method":""}', jsonrpc.INVALID_REQUEST),
         (b'{"jsonrpc":"2.0","id":1,"method":"x","params":3}', jsonrpc.INVALID_REQUEST),
+        # JSON-RPC allows by-position params; MCP does not, and an SDK server drops them.
+        (b'{"jsonrpc":"2.0","id":1,"method":"tools/list","params":[1]}', jsonrpc.INVALID_PARAMS),
+        (b'{"jsonrpc":"2.0","method":"notifications/x","params":[]}', jsonrpc.INVALID_PARAMS),
         (b'{"jsonrpc":"2.0","id":1}', jsonrpc.INVALID_REQUEST),
+        # What an MCP result and a JSON-RPC error must be, whoever sends them.
+        (b'{"jsonrpc":"2.0","id":1,"result":null}', jsonrpc.INVALID_REQUEST),
+        (b'{"jsonrpc":"2.0","id":1,"result":[]}', jsonrpc.INVALID_REQUEST),
+        (b'{"jsonrpc":"2.0","id":1,"error":5}', jsonrpc.INVALID_REQUEST),
+        (b'{"jsonrpc":"2.0","id":1,"error":{"code":"x","message":"m"}}', jsonrpc.INVALID_REQUEST),
+        (b'{"jsonrpc":"2.0","id":1,"error":{"code":true,"message":"m"}}', jsonrpc.INVALID_REQUEST),
+        (b'{"jsonrpc":"2.0","id":1,"error":{"code":1}}', jsonrpc.INVALID_REQUEST),
         (b'"just a string"', jsonrpc.INVALID_REQUEST),
     ],
 )

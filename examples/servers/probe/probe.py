@@ -219,6 +219,20 @@ def tools_changed() -> dict[str, Any]:
     return {"sent": True}
 
 
+def emit(lines: list[str]) -> dict[str, Any]:
+    """Write raw lines to stdout as they are: whatever a hostile server might say.
+
+    `{ID}` in a line becomes the JSON id of the request being served, so a line can
+    answer that request itself before the probe's own answer follows.
+    """
+    request_id = json.dumps(getattr(_current, "request_id", None))
+    data = b"".join(str(line).replace("{ID}", request_id).encode("utf-8", "surrogatepass") + b"\n" for line in lines)
+    with _out_lock:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    return {"emitted": len(lines)}
+
+
 def big(nbytes: int) -> str:
     return "x" * nbytes  # the text itself, not JSON, so its size is exact
 
@@ -402,6 +416,7 @@ TOOLS: dict[str, tuple[Callable[..., Any], str, dict[str, Any]]] = {
     "stop_reading": (stop_reading, "Stop reading stdin for seconds, once this is answered (a stuck server).", _schema(seconds="number")),
     "tools_changed": (tools_changed, "Send notifications/tools/list_changed, then reply.", _schema()),
     "big": (big, "Reply with a text of exactly nbytes bytes.", _schema(nbytes="integer")),
+    "emit": (emit, "Write raw lines to stdout ({ID}: this request's id), then reply.", _schema(lines="array")),
     "ask_roots": (ask_roots, "Ask the client for its roots and return its response.", _schema(timeout="number?")),
     "fork_bomb": (fork_bomb, "Fork up to n short-lived children; report how many started.", _schema(n="integer", hold="number?")),
     "alloc": (alloc, "Allocate and touch mb MiB of memory.", _schema(mb="integer")),
@@ -533,15 +548,19 @@ METHODS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
 
 def handle_request(message: dict[str, Any]) -> None:
     request_id = message["id"]
+    _current.request_id = request_id
     method = message["method"]
     params = message.get("params") or {}
     handler = METHODS.get(method)
     if handler is None:
         send({"jsonrpc": "2.0", "id": request_id, "error": {"code": -32601, "message": f"Method not found: {method}"}})
         return
-    if method == "tools/call" and (not isinstance(params, dict) or params.get("name") not in TOOLS):
-        name = params.get("name") if isinstance(params, dict) else None
+    name = params.get("name") if isinstance(params, dict) else None
+    if method == "tools/call" and not (isinstance(name, str) and name in TOOLS):
         send({"jsonrpc": "2.0", "id": request_id, "error": {"code": -32602, "message": f"Unknown tool: {name}"}})
+        return
+    if not isinstance(params, dict):
+        send({"jsonrpc": "2.0", "id": request_id, "error": {"code": -32602, "message": "params must be an object"}})
         return
     if method == "tools/call" and isinstance(params.get("task"), dict):
         handler = create_task

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, TypeVar
 
 import orjson
 
@@ -25,6 +25,7 @@ from smcp.runtime.interface import Channel
 Item = tuple[bytes | None, bool]
 
 _BACKLOG = 256
+_K = TypeVar("_K")
 _MAX_TASKS = 10_000
 # The owner a session's own task map binds to: the session is the only one there.
 _SELF = "session"
@@ -67,6 +68,8 @@ class Session:
         self.get_log: StreamLog | None = None
         self._backlog: deque[bytes] = deque(maxlen=_BACKLOG)
         self.last_active = time.monotonic()
+        # Clients following one of its streams right now (a GET left open to listen).
+        self.listeners = 0
         self.closed: str | None = None
         # A shared instance's channel takes messages already parsed (SharedChannel).
         self._send_body = send_body
@@ -74,6 +77,11 @@ class Session:
         # may bind tasks to the tenant's credential, which every principal's session
         # presents (gateway/tasks.py). A shared instance's upstream binds them itself.
         self._tasks = tasks.TaskOwners(_MAX_TASKS) if send_body is None else None
+
+    @property
+    def idle(self) -> bool:
+        """Nothing in flight and nobody listening: ending it loses no work."""
+        return not self.pending and not self.listeners
 
     async def forward(self, message: jsonrpc.Message) -> None:
         """Hand one client message to the channel; raises ChannelClosed."""
@@ -106,12 +114,16 @@ class Session:
 
     # -- instance → client routing ------------------------------------------------
     def on_message(self, raw: bytes) -> None:
-        try:
-            message = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            return  # not JSON-RPC: the runtime logs the instance's stderr, stdout noise is dropped
-        if not isinstance(message, dict):
+        parsed = jsonrpc.from_server(raw)
+        if not isinstance(parsed, jsonrpc.Message):
+            # Not JSON-RPC: dropped (stdout noise; the runtime logs the stderr). A broken
+            # answer to a request in flight is its caller's error, at once.
+            if parsed is not None and parsed.id is not None:
+                key = orjson.dumps(parsed.id)
+                if key in self.pending:
+                    self.on_answer(key, orjson.dumps({"jsonrpc": "2.0", "id": parsed.id, "error": jsonrpc.invalid_answer(parsed)}))
             return
+        message = parsed.body
         method = message.get("method")
         if method is None:
             key = orjson.dumps(message.get("id"))
@@ -176,10 +188,32 @@ class Session:
         self.get_log = None
 
 
+class NoRoom(Exception):
+    """No session can be added: every session of the full share is in use."""
+
+    def __init__(self, share: str) -> None:
+        super().__init__(share)
+        self.share = share  # "principal", "tenant" or "node"
+
+
 class SessionTable:
-    def __init__(self, max_sessions: int) -> None:
+    """The node's sessions, with a cap for the node, each tenant and each principal.
+
+    Sessions are cheap to start and clients abandon them, so a cap that only refused
+    would lock out a client that restarted a few times; one that never refused would
+    let one tenant hold the whole node. At a cap the owner's least recently used idle
+    session (nothing in flight, nobody listening) makes room; only when all of them are
+    in use is the new one refused. At the node's cap the room comes from the tenant
+    holding the most sessions.
+    """
+
+    def __init__(self, max_sessions: int, *, per_tenant: int | None = None, per_principal: int | None = None) -> None:
         self._sessions: dict[str, Session] = {}
         self._max = max_sessions
+        self._per_tenant = per_tenant or max_sessions
+        self._per_principal = per_principal or max_sessions
+        self._by_tenant: dict[str, dict[str, Session]] = {}
+        self._by_principal: dict[tuple[str, str], dict[str, Session]] = {}
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -188,14 +222,56 @@ class SessionTable:
     def full(self) -> bool:
         return len(self._sessions) >= self._max
 
+    def make_room(self, tenant: str, subject: str) -> Session | None:
+        """The session to end so that this principal may add one (None: there is room).
+
+        Raises NoRoom when the share that is full has no idle session to give up.
+        """
+        mine = self._by_principal.get((tenant, subject), {})
+        if len(mine) >= self._per_principal:
+            return _oldest_idle(mine.values(), "principal")
+        ours = self._by_tenant.get(tenant, {})
+        if len(ours) >= self._per_tenant:
+            return _oldest_idle(ours.values(), "tenant")
+        if len(self._sessions) >= self._max:
+            heaviest = max(self._by_tenant.values(), key=len)
+            try:
+                return _oldest_idle(heaviest.values(), "node")
+            except NoRoom:
+                return _oldest_idle(self._sessions.values(), "node")
+        return None
+
     def add(self, session: Session) -> None:
         self._sessions[session.id] = session
+        tenant = session.revision.tenant
+        self._by_tenant.setdefault(tenant, {})[session.id] = session
+        self._by_principal.setdefault((tenant, session.principal.subject), {})[session.id] = session
 
     def get(self, session_id: str) -> Session | None:
         return self._sessions.get(session_id)
 
     def remove(self, session_id: str) -> Session | None:
-        return self._sessions.pop(session_id, None)
+        session = self._sessions.pop(session_id, None)
+        if session is not None:
+            tenant = session.revision.tenant
+            _discard(self._by_tenant, tenant, session_id)
+            _discard(self._by_principal, (tenant, session.principal.subject), session_id)
+        return session
 
     def all(self) -> list[Session]:
         return list(self._sessions.values())
+
+
+def _discard(index: dict[_K, dict[str, Session]], key: _K, session_id: str) -> None:
+    group = index.get(key)
+    if group is not None:
+        group.pop(session_id, None)
+        if not group:
+            del index[key]
+
+
+def _oldest_idle(sessions: Iterable[Session], share: str) -> Session:
+    idle = [s for s in sessions if s.idle]
+    if not idle:
+        raise NoRoom(share)
+    return min(idle, key=lambda s: s.last_active)

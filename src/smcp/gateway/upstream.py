@@ -387,12 +387,15 @@ class SharedUpstream:
 
     # -- instance → callers -----------------------------------------------------------
     def _on_message(self, raw: bytes) -> None:
-        try:
-            message = orjson.loads(raw)
-        except orjson.JSONDecodeError:
+        parsed = jsonrpc.from_server(raw)
+        if not isinstance(parsed, jsonrpc.Message):
+            gid = parsed.id if parsed is not None else None
+            if isinstance(gid, str) and gid in self._pending:
+                # A broken answer to a request in flight: its caller hears so now,
+                # rather than waiting out the timeout for an answer that came.
+                self._answer({"jsonrpc": "2.0", "id": gid, "error": jsonrpc.invalid_answer(parsed)})
             return
-        if not isinstance(message, dict):
-            return
+        message = parsed.body
         method = message.get("method")
         if method is None:
             self._answer(message)
@@ -402,7 +405,8 @@ class SharedUpstream:
             pass
         elif method == "notifications/progress":
             params = message.get("params")
-            owner = self._tokens.get(params.get("progressToken")) if isinstance(params, dict) else None
+            token = params.get("progressToken") if isinstance(params, dict) else None
+            owner = self._tokens.get(token) if isinstance(token, (str, int)) else None
             if owner is not None:
                 params["progressToken"] = owner.token
                 owner.sink(orjson.dumps(message), False)
@@ -415,7 +419,7 @@ class SharedUpstream:
         elif method == "notifications/resources/updated":
             params = message.get("params") if isinstance(message.get("params"), dict) else {}
             uri = params.get("uri")
-            self._broadcast(message, lambda ch: uri in ch.subscriptions)
+            self._broadcast(message, lambda ch: isinstance(uri, str) and uri in ch.subscriptions)
         elif method == "notifications/message":
             # Logs carry no request id; give them only to the caller whose request is
             # the newest in flight, never to every session on the instance, and only

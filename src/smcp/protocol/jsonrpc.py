@@ -23,6 +23,8 @@ INSTANCE_LOST = -32002
 TOO_MANY_PENDING = -32003
 # The MCP server is not reading its input fast enough; the message was not sent.
 INSTANCE_BUSY = -32004
+# The caller's (or its tenant's) share of the node's sessions is all in use.
+TOO_MANY_SESSIONS = -32005
 
 
 class Kind(enum.Enum):
@@ -117,12 +119,50 @@ def classify(value: Any, raw: bytes) -> Message:
         if not isinstance(value["method"], str) or not value["method"]:
             raise ProtocolError(INVALID_REQUEST, "method must be a non-empty string", msg_id)
         params = value.get("params")
-        if params is not None and not isinstance(params, (dict, list)):
+        if params is not None and not isinstance(params, dict):
+            if isinstance(params, list):
+                # Valid JSON-RPC, but MCP defines no by-position params, and an SDK
+                # server may drop such a request unanswered: the caller would wait
+                # out the request timeout for nothing.
+                raise ProtocolError(INVALID_PARAMS, "params must be an object: MCP has no by-position params", msg_id)
             raise ProtocolError(INVALID_REQUEST, "params must be an object", msg_id)
         return Message(Kind.request if has_id else Kind.notification, value, raw)
     if has_id and ("result" in value) != ("error" in value):
+        if "result" in value and not isinstance(value["result"], dict):
+            raise ProtocolError(INVALID_REQUEST, "result must be an object", msg_id)
+        err = value.get("error")
+        if "error" in value and not (
+            isinstance(err, dict)
+            and isinstance(err.get("code"), int)
+            and not isinstance(err.get("code"), bool)
+            and isinstance(err.get("message"), str)
+        ):
+            raise ProtocolError(INVALID_REQUEST, "error must be an object with an integer code and a string message", msg_id)
         return Message(Kind.response, value, raw)
     raise ProtocolError(INVALID_REQUEST, "not a request, notification or response", _safe_id(msg_id))
+
+
+def from_server(raw: bytes) -> Message | ProtocolError | None:
+    """One line an MCP server wrote: a valid message, the refusal of an invalid one
+    (whose `id`, if usable, names the request it meant to answer), or None for a line
+    that is not JSON at all (noise a server may print; its stderr is logged instead).
+
+    The server's output is as untrusted as a client's input: nothing downstream routes
+    on a field this has not checked.
+    """
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    try:
+        return classify(value, raw)
+    except ProtocolError as exc:
+        return exc
+
+
+def invalid_answer(exc: ProtocolError) -> dict[str, Any]:
+    """The error a caller gets in place of a server's answer that broke JSON-RPC."""
+    return {"code": INTERNAL_ERROR, "message": f"the MCP server sent an invalid answer: {exc.message}"}
 
 
 def parse(raw: bytes, *, max_depth: int) -> Message:
