@@ -64,6 +64,11 @@ class Settings(BaseSettings):
     event_loop: Literal["uvloop", "asyncio"] = "uvloop"
     max_pending_per_session: Annotated[int, Field(ge=1)] = 64
     max_sessions: Annotated[int, Field(ge=1)] = 256
+    # Shares of the node's session table (gateway/sessions.py): one tenant, or one of
+    # its keys or users, can never hold every session on the node. At a cap, the
+    # owner's least recently used idle session makes room; if all are in use, 429.
+    max_sessions_per_tenant: Annotated[int, Field(ge=1)] = 128
+    max_sessions_per_principal: Annotated[int, Field(ge=1)] = 64
     session_idle_timeout_s: Annotated[float, Field(gt=0)] = 1800.0
     sse_keepalive_s: Annotated[float, Field(gt=0)] = 15.0
     # Legacy-era resumption: events kept per SSE stream, streams kept per session, and

@@ -32,7 +32,7 @@ from smcp.gateway.shared import SharedChannel
 from smcp.gateway.pool import UpstreamPool
 from smcp.gateway.relay import next_item
 from smcp.gateway.replay import StreamLog, follow, parse_event_id
-from smcp.gateway.sessions import Item, PendingRequest, Session, SessionTable
+from smcp.gateway.sessions import Item, NoRoom, PendingRequest, Session, SessionTable
 from smcp.protocol import jsonrpc, modern
 from smcp.protocol.headers import SESSION_HEADER, VERSION_HEADER, accepts, version_supported
 from smcp.runtime.interface import Channel, ChannelBusy, ChannelClosed, Runtime
@@ -75,7 +75,11 @@ class Gateway:
         self._resolve = resolve
         self._runtime = runtime
         self._guard = Guard(settings)
-        self.sessions = SessionTable(settings.max_sessions)
+        self.sessions = SessionTable(
+            settings.max_sessions,
+            per_tenant=settings.max_sessions_per_tenant,
+            per_principal=settings.max_sessions_per_principal,
+        )
         self._upstreams = UpstreamPool(
             runtime, init_timeout_s=settings.initialize_timeout_s, input_timeout_s=settings.input_request_timeout_s
         )
@@ -99,8 +103,7 @@ class Gateway:
             await asyncio.sleep(interval)
             now = time.monotonic()
             for session in self.sessions.all():
-                idle = now - session.last_active > self._s.session_idle_timeout_s
-                if idle and not session.pending:
+                if session.idle and now - session.last_active > self._s.session_idle_timeout_s:
                     await self._end_session(session, "idle timeout")
 
     async def _end_session(self, session: Session, reason: str) -> None:
@@ -172,8 +175,6 @@ class Gateway:
     async def _reopen(self, session_id: str, principal: Principal, revision: Revision) -> Session | None:
         """Rebuild a shared-instance session from its sealed id (another node's, or ours
         before a restart). Per-session sessions own a process and cannot move."""
-        if self.sessions.full:
-            return None
         state = self._sealer.open(session_id)
         if (
             state is None
@@ -188,6 +189,8 @@ class Gateway:
             return None
         original = await self._revision_by_id(str(state.get("r")))
         if original is None or original.tenant != revision.tenant or original.server != revision.server:
+            return None
+        if not await self._make_room(principal, revision):
             return None
         upstream = self._upstreams.get(original, principal.subject)
         try:
@@ -349,8 +352,17 @@ class Gateway:
         if message.kind is not jsonrpc.Kind.request:
             await _rpc_error(send, 400, None, jsonrpc.INVALID_REQUEST, "initialize must be a request (with an id)")
             return
-        if self.sessions.full:
-            await _rpc_error(send, 503, message.id, jsonrpc.INTERNAL_ERROR, "too many sessions on this node; retry later")
+        try:
+            await self._make_room(principal, revision, refuse=True)
+        except NoRoom as full:
+            if full.share == "node":
+                await _rpc_error(send, 503, message.id, jsonrpc.INTERNAL_ERROR, "too many sessions on this node; retry later")
+            else:
+                limit = self._s.max_sessions_per_principal if full.share == "principal" else self._s.max_sessions_per_tenant
+                await _rpc_error(
+                    send, 429, message.id, jsonrpc.TOO_MANY_SESSIONS,
+                    f"all {limit} sessions this {full.share} may hold on this node are in use; end one (DELETE) first",
+                )
             return
         params = message.body.get("params") if isinstance(message.body.get("params"), dict) else {}
         caps = params.get("capabilities")
@@ -415,6 +427,24 @@ class Gateway:
             shared.on_answer = session.on_answer
         return session
 
+    async def _make_room(self, principal: Principal, revision: Revision, *, refuse: bool = False) -> bool:
+        """End the session that must give way for this principal's new one, if any.
+
+        The ended id is remembered as ended, so its client hears 404 and starts afresh
+        (re-subscribing, setting its log level) rather than finding half its state gone.
+        False, or NoRoom with `refuse`, when every session of the full share is in use.
+        """
+        try:
+            victim = self.sessions.make_room(revision.tenant, principal.subject)
+        except NoRoom:
+            if refuse:
+                raise
+            return False
+        if victim is not None:
+            await self._end_session(victim, "ended to make room for a newer session of the same owner")
+            await self._terminate(victim.id)
+        return True
+
     def _lost(self, session: Session, why: str) -> None:
         session.fail_pending(jsonrpc.INSTANCE_LOST, f"{why}; the request was not completed", spare_writing=True)
 
@@ -442,7 +472,12 @@ class Gateway:
             log = session.get_log = session.streams.open("g")
             for raw in session.drain_backlog():
                 log.append(raw)
-        await follow(receive, send, log, after=after, keepalive_s=self._s.sse_keepalive_s, retry_ms=self._s.sse_retry_ms)
+        session.listeners += 1
+        try:
+            await follow(receive, send, log, after=after, keepalive_s=self._s.sse_keepalive_s, retry_ms=self._s.sse_retry_ms)
+        finally:
+            session.listeners -= 1
+            session.last_active = time.monotonic()
 
     async def _delete(self, send: Send, headers: dict[str, str], principal: Principal, revision: Revision) -> None:
         session, status, why = await self._session_for(headers, principal, revision)
