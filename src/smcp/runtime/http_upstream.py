@@ -22,6 +22,7 @@ from typing import Any
 import aiohttp
 import orjson
 from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.http_exceptions import LineTooLong
 
 from smcp.domain import InvalidSpec, Revision
 from smcp.egress.addresses import AddressPolicy, parse_ip_literal
@@ -37,6 +38,13 @@ _NAMED = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
 
 class UpstreamRefused(Exception):
     pass
+
+
+class MessageTooLarge(Exception):
+    """The upstream sent more than the node's message size limit in one message."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"upstream sent a message over the {limit}-byte limit")
 
 
 class CheckedResolver(AbstractResolver):
@@ -103,8 +111,12 @@ class HttpChannel:
         *,
         instance_id: str,
         timeout_s: float,
+        max_message_bytes: int,
     ) -> None:
         self._http = session
+        # What one message may weigh once decompressed, as for a hosted process's
+        # line: a tenant picks the URL, so what comes back is hostile input.
+        self._max = max_message_bytes
         self._url = url
         self._headers = headers
         self._id = instance_id
@@ -187,21 +199,27 @@ class HttpChannel:
                 if ctype.startswith("text/event-stream"):
                     cursor = SseCursor()
                     answered = False
-                    async for data in _sse_data(r.content, cursor):
+                    async for data in _sse_data(r.content, self._max, cursor):
                         answered = answered or (is_request and self._answers(data, message))
                         self._deliver(data, message)
                     if is_request and not answered:
                         await self._resume(message, cursor)
                     return
-                body = await r.read()
+                body = await _read_capped(r.content, self._max)
                 if body and ctype.startswith("application/json"):
+                    if is_request and not self._answers(body, message):
+                        self._fail(message, "upstream answered with invalid JSON-RPC")
+                        return
                     self._deliver(body, message)
                     return
                 if is_request:
-                    self._fail(message, f"upstream answered HTTP {r.status}")
+                    self._fail(message, f"upstream answered HTTP {r.status} ({ctype or 'no content type'})")
         except (aiohttp.ClientError, UpstreamRefused, TimeoutError, OSError) as exc:
             if is_request:
                 self._fail(message, f"upstream unreachable: {exc}")
+        except MessageTooLarge as exc:
+            if is_request:
+                self._fail(message, str(exc))
 
     def _param_headers(self, params: dict[str, Any]) -> dict[str, str]:
         out: dict[str, str] = {}
@@ -253,13 +271,16 @@ class HttpChannel:
                 async with self._http.get(self._url, headers=headers, timeout=self._timeout, allow_redirects=False) as r:
                     if r.status != 200:
                         break
-                    async for data in _sse_data(r.content, cursor):
+                    async for data in _sse_data(r.content, self._max, cursor):
                         done = self._answers(data, request)
                         self._deliver(data, request)
                         if done:
                             return
             except (aiohttp.ClientError, UpstreamRefused, TimeoutError, OSError):
                 continue
+            except MessageTooLarge as exc:
+                self._fail(request, str(exc))
+                return
         self._fail(request, "upstream closed the response stream without answering")
 
     def _deliver(self, data: bytes, request: dict[str, Any]) -> None:
@@ -326,11 +347,11 @@ class HttpChannel:
                     if r.status in (405, 404, 400):
                         return
                     delay = 0.5
-                    async for data in _sse_data(r.content):
+                    async for data in _sse_data(r.content, self._max):
                         if self._on_message is not None and not self._closed:
                             self._on_message(data)
-            except (aiohttp.ClientError, UpstreamRefused, OSError):
-                pass
+            except (aiohttp.ClientError, UpstreamRefused, OSError, MessageTooLarge):
+                pass  # reconnected after the backoff; an oversized message is dropped with its stream
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10)
 
@@ -358,11 +379,34 @@ class SseCursor:
         self.retry_ms: int | None = None
 
 
-async def _sse_data(stream: aiohttp.StreamReader, cursor: SseCursor | None = None) -> Any:
-    """Yield the data of each SSE event (multi-line data joined), skipping empty ones."""
+async def _read_capped(stream: aiohttp.StreamReader, limit: int) -> bytes:
+    """The whole body, decompressed, or MessageTooLarge as soon as it passes `limit`."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in stream.iter_chunked(1 << 16):
+        size += len(chunk)
+        if size > limit:
+            raise MessageTooLarge(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _sse_data(stream: aiohttp.StreamReader, limit: int, cursor: SseCursor | None = None) -> Any:
+    """Yield the data of each SSE event (multi-line data joined), skipping empty ones.
+
+    An event's data may be as large as one message may be (`limit`), in one line or
+    many; past it, MessageTooLarge, without holding more than the limit.
+    """
     data: list[bytes] = []
+    size = 0
     event_id: str | None = None
-    async for line in stream:
+    while True:
+        try:
+            line = await stream.readline(max_line_length=limit + 8)  # "data: " and the line end
+        except LineTooLong:
+            raise MessageTooLarge(limit) from None
+        if not line:
+            break
         line = line.rstrip(b"\r\n")
         if not line:
             if cursor is not None and event_id is not None:
@@ -370,13 +414,16 @@ async def _sse_data(stream: aiohttp.StreamReader, cursor: SseCursor | None = Non
             event_id = None
             if data:
                 payload = b"\n".join(data)
-                data = []
+                data, size = [], 0
                 if payload.strip():
                     yield payload
             continue
         field, _, value = line.partition(b":")
         value = value[1:] if value[:1] == b" " else value
         if field == b"data":
+            size += len(value) + 1
+            if size > limit + 1:
+                raise MessageTooLarge(limit)
             data.append(value)
         elif field == b"id":
             event_id = value.decode("utf-8", "replace")
@@ -397,9 +444,12 @@ def _header_value(value: str) -> str:
 class HttpUpstreams:
     """Channels to remote upstreams, over one pooled aiohttp session per node."""
 
-    def __init__(self, *, unsafe_allow: list[str], timeout_s: float, max_connections: int = 256) -> None:
+    def __init__(
+        self, *, unsafe_allow: list[str], timeout_s: float, max_message_bytes: int, max_connections: int = 256
+    ) -> None:
         self._policy = AddressPolicy(unsafe_allow)
         self._timeout_s = timeout_s
+        self._max_message_bytes = max_message_bytes
         self._max = max_connections
         self._session: aiohttp.ClientSession | None = None
         self._count = 0
@@ -432,6 +482,7 @@ class HttpUpstreams:
             headers,
             instance_id=f"http-{revision.id[:8]}-{self._count}",
             timeout_s=self._timeout_s,
+            max_message_bytes=self._max_message_bytes,
         )
 
     async def aclose(self) -> None:

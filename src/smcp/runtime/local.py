@@ -77,7 +77,9 @@ class LocalRuntime:
         self._egress = EgressManager.from_settings(settings, root / "egress")
         # runtime = "http": remote upstreams, dialled by this node under the same address rules.
         self._http = HttpUpstreams(
-            unsafe_allow=settings.http_upstream_unsafe_allow, timeout_s=settings.request_timeout_s
+            unsafe_allow=settings.http_upstream_unsafe_allow,
+            timeout_s=settings.request_timeout_s,
+            max_message_bytes=settings.max_message_bytes,
         )
 
     # -- builds ---------------------------------------------------------------------
