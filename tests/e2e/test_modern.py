@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import concurrent.futures
 import json
+import time
 from typing import Any
 
 import httpx
@@ -280,3 +281,58 @@ def test_a_modern_callers_task_is_its_own(node: Any, probe: Hosted) -> None:
     error = _post(other, get, mcp_name=task_id).json()["error"]
     assert error["code"] == -32602 and error["message"].startswith("Unknown task: smcp-no-such-task-"), error
     assert _post(probe, get, mcp_name=task_id).json()["result"]["taskId"] == task_id
+
+
+def _listen(hosted: Hosted, params: dict[str, Any], until: str, timeout: float = 15) -> tuple[int, list[dict[str, Any]]]:
+    """Open a subscriptions/listen stream; the messages on it until one has method `until`."""
+    body = {"jsonrpc": "2.0", "id": "listen-1", "method": "subscriptions/listen", "params": {**params, "_meta": _meta()}}
+    headers = {"authorization": f"Bearer {hosted.key}", "accept": ACCEPT, "content-type": "application/json",
+               "mcp-protocol-version": MODERN, "mcp-method": "subscriptions/listen"}
+    messages: list[dict[str, Any]] = []
+    with httpx.stream("POST", hosted.url, json=body, headers=headers, timeout=timeout) as r:
+        if not r.headers.get("content-type", "").startswith("text/event-stream"):
+            r.read()
+            return r.status_code, [r.json()]
+        for line in r.iter_lines():
+            if line.startswith("data:") and line[5:].strip():
+                messages.append(json.loads(line[5:]))
+                if messages[-1].get("method") == until:
+                    break
+    return r.status_code, messages
+
+
+def test_a_bridged_listen_stream_carries_what_it_agreed_to(probe: Hosted) -> None:
+    """A legacy-only server behind a modern client: the gateway keeps the listen stream
+    from the instance's list-changed notifications, tagged with the subscription id."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        listening = pool.submit(_listen, probe, {"notifications": {"toolsListChanged": True, "promptsListChanged": False}},
+                                "notifications/tools/list_changed")
+        deadline = time.monotonic() + 15
+        while not listening.done() and time.monotonic() < deadline:
+            _tool(probe, "tools_changed")  # until the stream has been opened to hear one
+            time.sleep(0.3)
+        status, messages = listening.result(timeout=15)
+    assert status == 200
+    ack = messages[0]
+    assert ack["method"] == "notifications/subscriptions/acknowledged"
+    assert ack["params"]["notifications"] == {"toolsListChanged": True}
+    changed = messages[-1]
+    assert changed["method"] == "notifications/tools/list_changed"
+    assert changed["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"] == "listen-1"
+
+
+@pytest.mark.parametrize(
+    "params, says",
+    [
+        ({}, "notifications must be an object"),
+        ({"notifications": ["toolsListChanged"]}, "notifications must be an object"),
+        ({"notifications": {"toolsListChanged": "yes"}}, "toolsListChanged must be a boolean"),
+        ({"notifications": {"resourceSubscriptions": [{"uri": "demo://readme"}]}}, "array of strings"),
+    ],
+)
+def test_a_bridged_listen_with_a_malformed_filter_is_invalid_params(probe: Hosted, params: dict[str, Any], says: str) -> None:
+    """As a modern server answers it (-32602), not agreed to nothing on a silent stream."""
+    status, messages = _listen(probe, params, until="")
+    assert status == 200
+    error = messages[0]["error"]
+    assert error["code"] == -32602 and says in error["message"], error

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import base64
+from typing import Any
+
+import pytest
 
 from smcp.protocol import jsonrpc, modern
 
@@ -93,3 +96,22 @@ def test_param_headers_follow_x_mcp_header() -> None:
     # A parameter absent from the arguments needs no header.
     m2 = _msg("tools/call", {"name": "sql", "arguments": {"region": "eu"}})
     assert modern.check_param_headers(m2, {"mcp-param-region": "eu"}, mirrored) is None
+
+
+@pytest.mark.parametrize(
+    "params, problem",
+    [
+        ({"notifications": {}}, None),
+        ({"notifications": {"toolsListChanged": True, "resourceSubscriptions": ["a://b"], "taskIds": ["t"]}}, None),
+        ({}, "notifications must be an object"),
+        (None, "notifications must be an object"),
+        ({"notifications": 5}, "notifications must be an object"),
+        ({"notifications": {"toolsListChanged": "yes"}}, "notifications.toolsListChanged must be a boolean"),
+        ({"notifications": {"resourcesListChanged": 1}}, "notifications.resourcesListChanged must be a boolean"),
+        ({"notifications": {"resourceSubscriptions": "a://b"}}, "resourceSubscriptions must be an array of strings"),
+        ({"notifications": {"resourceSubscriptions": ["a://b", 5]}}, "resourceSubscriptions must be an array of strings"),
+    ],
+)
+def test_listen_filters_are_typed(params: Any, problem: str | None) -> None:
+    found = modern.listen_filter_problem(params)
+    assert found == problem if problem is None else problem in (found or "")

@@ -176,8 +176,13 @@ class ModernEndpoint:
 
     async def _listen(self, receive: Receive, send: Send, message: jsonrpc.Message, upstream: SharedUpstream) -> None:
         params = message.body.get("params")
-        wanted = params.get("notifications") if isinstance(params, dict) else None
-        wanted = wanted if isinstance(wanted, dict) else {}
+        # Refused as a modern server refuses it (the SDK's: -32602 in a 200), rather
+        # than agreeing to nothing and leaving the client to wonder why all is quiet.
+        problem = modern.listen_filter_problem(params)
+        if problem is not None:
+            await respond(send, 200, jsonrpc.error(message.id, jsonrpc.INVALID_PARAMS, f"Invalid params: {problem}"))
+            return
+        wanted = params["notifications"]
         methods = {m for key, m in _LISTEN_FILTER.items() if wanted.get(key) is True}
         uris = {u for u in wanted.get("resourceSubscriptions", []) if isinstance(u, str)} if isinstance(
             wanted.get("resourceSubscriptions"), list

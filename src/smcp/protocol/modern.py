@@ -232,6 +232,27 @@ def mirrored_params(tool: dict[str, Any]) -> dict[str, tuple[str, ...]]:
     return out
 
 
+LISTEN_FLAGS = ("toolsListChanged", "promptsListChanged", "resourcesListChanged")
+
+
+def listen_filter_problem(params: Any) -> str | None:
+    """What is wrong with a `subscriptions/listen` request's filter, or None.
+
+    `notifications` is required and typed (SubscriptionFilter); keys this era does not
+    define are an extension's (the tasks extension's `taskIds`) and are not judged here.
+    """
+    wanted = params.get("notifications") if isinstance(params, dict) else None
+    if not isinstance(wanted, dict):
+        return "notifications must be an object (a SubscriptionFilter)"
+    for flag in LISTEN_FLAGS:
+        if flag in wanted and not isinstance(wanted[flag], bool):
+            return f"notifications.{flag} must be a boolean"
+    uris = wanted.get("resourceSubscriptions")
+    if "resourceSubscriptions" in wanted and not (isinstance(uris, list) and all(isinstance(u, str) for u in uris)):
+        return "notifications.resourceSubscriptions must be an array of strings"
+    return None
+
+
 # The HTTP status this era gives a JSON-RPC error an instance answered with.
 _ERROR_STATUS = {
     jsonrpc.METHOD_NOT_FOUND: 404,
