@@ -318,6 +318,9 @@ async def test_dynamic_registration_public_and_confidential(idp) -> None:
         {"redirect_uris": [REDIRECT], "grant_types": ["implicit"]},
         {"redirect_uris": [REDIRECT], "response_types": ["token"]},
         {"redirect_uris": [REDIRECT], "token_endpoint_auth_method": "private_key_jwt"},
+        # Found by tests/auth/test_fuzz_oauth.py: these were a 500 (unhashable values).
+        {"redirect_uris": [REDIRECT], "grant_types": [["authorization_code"]]},
+        {"redirect_uris": [REDIRECT], "token_endpoint_auth_method": ["none"]},
     ],
 )
 async def test_dynamic_registration_refuses_bad_metadata(idp, doc) -> None:

@@ -43,10 +43,15 @@ def client_from_metadata(doc: dict[str, Any], *, kind: str, tenant: str | None) 
         if not valid_redirect_uri(uri):
             raise OAuthError("invalid_redirect_uri", f"redirect URI {uri!r} must be https, http on loopback, or a private-use scheme")
     method = doc.get("token_endpoint_auth_method") or "client_secret_basic"  # RFC 7591 §2 default
-    if method not in AUTH_METHODS:
+    if not isinstance(method, str) or method not in AUTH_METHODS:
         raise OAuthError("invalid_client_metadata", f"token_endpoint_auth_method {method!r} is not supported")
     grants = doc.get("grant_types") or ["authorization_code"]
-    if not isinstance(grants, list) or not set(grants) <= set(GRANT_TYPES) or "authorization_code" not in grants:
+    if (
+        not isinstance(grants, list)
+        or not all(isinstance(g, str) for g in grants)
+        or not set(grants) <= set(GRANT_TYPES)
+        or "authorization_code" not in grants
+    ):
         raise OAuthError("invalid_client_metadata", "grant_types must include authorization_code and may add refresh_token")
     responses = doc.get("response_types") or ["code"]
     if responses != ["code"]:
