@@ -212,3 +212,59 @@ def test_by_position_params_are_refused_at_once(fuzz_target: Any) -> None:
                            "mcp-protocol-version": "2025-11-25"}, timeout=3)
     assert r.status_code == 400
     assert r.json()["error"]["code"] == -32602 and r.json()["id"] == 7
+
+
+event_ids = st.one_of(
+    st.sampled_from(["g-0", "g-1", "p1-2", "g-99999999999999999999", "-1", "g--1", "a-b-c", "g-", "-", "g-1.5", "g-１"]),
+    st.text(max_size=24),
+)
+
+
+@LIVE
+@given(
+    st.sampled_from(["GET", "DELETE", "listen"]),
+    st.sampled_from(["own", "garbage", "none"]),
+    st.one_of(st.none(), event_ids),
+    st.sampled_from([ACCEPT, "text/event-stream", "application/json", "*/*", ""]),
+    st.one_of(st.just({"toolsListChanged": True}), json_values),
+)
+def test_streams_and_deletes_get_clear_answers(
+    fuzz_target: Any, verb: str, session: str, last_event_id: str | None, accept: str, listen_filter: Any
+) -> None:
+    """GET (resumption with any Last-Event-ID), DELETE and modern subscriptions/listen
+    with any filter: a stream the gateway opens starts with its priming or acknowledging
+    event, and everything else is a clear error."""
+    hosted, http, _ = fuzz_target
+    sid = _session(hosted, http) if session == "own" else ("AAAA" * 20 if session == "garbage" else None)
+    headers = {"accept": accept}
+    if sid is not None:
+        headers["mcp-session-id"] = sid
+    if last_event_id is not None and last_event_id == last_event_id.strip() and last_event_id.isprintable():
+        headers["last-event-id"] = last_event_id
+    if verb == "listen":
+        body = {"jsonrpc": "2.0", "id": 1, "method": "subscriptions/listen",
+                "params": {"notifications": listen_filter, "_meta": {"io.modelcontextprotocol/protocolVersion": MODERN,
+                                                                      "io.modelcontextprotocol/clientCapabilities": {}}}}
+        headers.update({"content-type": "application/json", "mcp-protocol-version": MODERN, "mcp-method": "subscriptions/listen"})
+        request = http.build_request("POST", hosted.url, json=body, headers={k: v.encode() for k, v in headers.items()})
+    else:
+        request = http.build_request(verb, hosted.url, headers={k: v.encode() for k, v in headers.items()})
+    r = http.send(request, stream=True)
+    try:
+        assert r.status_code < 500, (verb, headers, r.status_code)
+        if r.headers.get("content-type", "").startswith("text/event-stream"):
+            assert r.status_code == 200
+            first = b""
+            for chunk in r.iter_raw():
+                first += chunk
+                if b"\n\n" in first:
+                    break
+            event = first.split(b"\n\n")[0]
+            # The legacy priming event (an id, no data), or a listen's acknowledgement.
+            assert event.startswith(b"id: ") or b"notifications/subscriptions/acknowledged" in event, (verb, headers, first)
+        else:
+            r.read()
+            if r.content and r.headers.get("content-type", "").startswith("application/json"):
+                _check_json_rpc(orjson.loads(r.content), error=r.status_code >= 400, sent=repr((verb, headers)).encode())
+    finally:
+        r.close()
