@@ -8,7 +8,7 @@ stream (or, with none open, to the newest open request stream, or a small backlo
 from __future__ import annotations
 
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
@@ -205,6 +205,9 @@ class SessionTable:
     session (nothing in flight, nobody listening) makes room; only when all of them are
     in use is the new one refused. At the node's cap the room comes from the tenant
     holding the most sessions.
+
+    Room is claimed before a session exists (its instance may take a while to start),
+    so concurrent initializes cannot all see the same free place.
     """
 
     def __init__(self, max_sessions: int, *, per_tenant: int | None = None, per_principal: int | None = None) -> None:
@@ -214,26 +217,50 @@ class SessionTable:
         self._per_principal = per_principal or max_sessions
         self._by_tenant: dict[str, dict[str, Session]] = {}
         self._by_principal: dict[tuple[str, str], dict[str, Session]] = {}
+        # Room claimed for sessions still being set up.
+        self._claims: Counter[tuple[str, str]] = Counter()
+        self._tenant_claims: Counter[str] = Counter()
 
     def __len__(self) -> int:
         return len(self._sessions)
 
     @property
     def full(self) -> bool:
-        return len(self._sessions) >= self._max
+        return len(self._sessions) + self._tenant_claims.total() >= self._max
 
-    def make_room(self, tenant: str, subject: str) -> Session | None:
-        """The session to end so that this principal may add one (None: there is room).
+    def claim(self, tenant: str, subject: str) -> Session | None:
+        """Room for one more session of this principal, held until `release`.
 
-        Raises NoRoom when the share that is full has no idle session to give up.
+        Returns the session that gave way (already out of the table; the caller ends
+        it), or None. Raises NoRoom when the full share has no idle session to give up.
         """
+        victim = self._giving_way(tenant, subject)
+        if victim is not None:
+            self.remove(victim.id)
+        self._claims[(tenant, subject)] += 1
+        self._tenant_claims[tenant] += 1
+        return victim
+
+    def release(self, tenant: str, subject: str) -> None:
+        """The claimed room is now a session in the table, or no longer needed."""
+        key = (tenant, subject)
+        self._claims[key] -= 1
+        if self._claims[key] <= 0:
+            del self._claims[key]
+        self._tenant_claims[tenant] -= 1
+        if self._tenant_claims[tenant] <= 0:
+            del self._tenant_claims[tenant]
+
+    def _giving_way(self, tenant: str, subject: str) -> Session | None:
         mine = self._by_principal.get((tenant, subject), {})
-        if len(mine) >= self._per_principal:
+        if len(mine) + self._claims[(tenant, subject)] >= self._per_principal:
             return _oldest_idle(mine.values(), "principal")
         ours = self._by_tenant.get(tenant, {})
-        if len(ours) >= self._per_tenant:
+        if len(ours) + self._tenant_claims[tenant] >= self._per_tenant:
             return _oldest_idle(ours.values(), "tenant")
-        if len(self._sessions) >= self._max:
+        if self.full:
+            if not self._by_tenant:
+                raise NoRoom("node")  # every place is claimed by sessions still starting
             heaviest = max(self._by_tenant.values(), key=len)
             try:
                 return _oldest_idle(heaviest.values(), "node")

@@ -190,19 +190,25 @@ class Gateway:
         original = await self._revision_by_id(str(state.get("r")))
         if original is None or original.tenant != revision.tenant or original.server != revision.server:
             return None
-        if not await self._make_room(principal, revision):
-            return None
-        upstream = self._upstreams.get(original, principal.subject)
         try:
-            await upstream.ensure()
-        except Exception:  # noqa: BLE001 — the instance cannot start: the session is unusable
-            log.exception("could not reopen session for %s/%s", revision.tenant, revision.server)
+            victim = self.sessions.claim(revision.tenant, principal.subject)
+        except NoRoom:
             return None
-        channel = SharedChannel(upstream, session_id, principal.subject)
-        channel.client_capabilities = state.get("c") if isinstance(state.get("c"), dict) else {}
-        session = self._new_session(session_id, principal, original, channel)
-        self.sessions.add(session)
-        return session
+        try:
+            await self._give_way(victim)
+            upstream = self._upstreams.get(original, principal.subject)
+            try:
+                await upstream.ensure()
+            except Exception:  # noqa: BLE001 — the instance cannot start: the session is unusable
+                log.exception("could not reopen session for %s/%s", revision.tenant, revision.server)
+                return None
+            channel = SharedChannel(upstream, session_id, principal.subject)
+            channel.client_capabilities = state.get("c") if isinstance(state.get("c"), dict) else {}
+            session = self._new_session(session_id, principal, original, channel)
+            self.sessions.add(session)
+            return session
+        finally:
+            self.sessions.release(revision.tenant, principal.subject)
 
     # -- POST -----------------------------------------------------------------------
     async def _post(
@@ -353,7 +359,7 @@ class Gateway:
             await _rpc_error(send, 400, None, jsonrpc.INVALID_REQUEST, "initialize must be a request (with an id)")
             return
         try:
-            await self._make_room(principal, revision, refuse=True)
+            victim = self.sessions.claim(revision.tenant, principal.subject)
         except NoRoom as full:
             if full.share == "node":
                 await _rpc_error(send, 503, message.id, jsonrpc.INTERNAL_ERROR, "too many sessions on this node; retry later")
@@ -364,6 +370,13 @@ class Gateway:
                     f"all {limit} sessions this {full.share} may hold on this node are in use; end one (DELETE) first",
                 )
             return
+        try:
+            await self._give_way(victim)
+            await self._start_session(send, message, principal, revision)
+        finally:
+            self.sessions.release(revision.tenant, principal.subject)
+
+    async def _start_session(self, send: Send, message: jsonrpc.Message, principal: Principal, revision: Revision) -> None:
         params = message.body.get("params") if isinstance(message.body.get("params"), dict) else {}
         caps = params.get("capabilities")
         session_id = self._sealer.seal(
@@ -427,23 +440,15 @@ class Gateway:
             shared.on_answer = session.on_answer
         return session
 
-    async def _make_room(self, principal: Principal, revision: Revision, *, refuse: bool = False) -> bool:
-        """End the session that must give way for this principal's new one, if any.
+    async def _give_way(self, victim: Session | None) -> None:
+        """End the idle session a share's cap took room from, if any.
 
-        The ended id is remembered as ended, so its client hears 404 and starts afresh
+        Its id is remembered as ended, so its client hears 404 and starts afresh
         (re-subscribing, setting its log level) rather than finding half its state gone.
-        False, or NoRoom with `refuse`, when every session of the full share is in use.
         """
-        try:
-            victim = self.sessions.make_room(revision.tenant, principal.subject)
-        except NoRoom:
-            if refuse:
-                raise
-            return False
         if victim is not None:
-            await self._end_session(victim, "ended to make room for a newer session of the same owner")
+            await self._end_session(victim, "ended to make room for a newer session (session shares)")
             await self._terminate(victim.id)
-        return True
 
     def _lost(self, session: Session, why: str) -> None:
         session.fail_pending(jsonrpc.INSTANCE_LOST, f"{why}; the request was not completed", spare_writing=True)
