@@ -25,6 +25,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_for_port(port: int, what: str, timeout: float = 30) -> None:
+    """Until something accepts connections on 127.0.0.1:`port`; fails naming `what`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{what} did not start listening on port {port}") from None
+            time.sleep(0.1)
+
+
 @dataclass
 class Node:
     """A running `smcp serve` with an admin client."""

@@ -9,7 +9,6 @@ so every run sends the same ones; `SMCP_FUZZ_SEED` picks others.
 from __future__ import annotations
 
 import json
-import os
 import random
 from typing import Any
 from urllib.parse import urlencode
@@ -17,8 +16,10 @@ from urllib.parse import urlencode
 import pytest
 from oauth_helpers import REDIRECT, server_url
 
-SEED = int(os.environ.get("SMCP_FUZZ_SEED", "20261126"))
-CASES = int(os.environ.get("SMCP_FUZZ_EXAMPLES", "400"))
+from tests.fuzzing import fuzz_cases, fuzz_seed
+
+SEED = fuzz_seed()
+CASES = fuzz_cases(400)
 
 GARBAGE = ["", " ", "\x00", "é", "a" * 5000, "%zz", "null", "[]", "{}", "-1", "1e999", "../../etc/passwd",
            "javascript:alert(1)", "http://", "https://evil.example/cb", "\ud800".encode("utf-8", "surrogatepass").decode("latin-1")]

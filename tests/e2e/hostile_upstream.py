@@ -17,7 +17,8 @@ from typing import Any
 import orjson
 import uvicorn
 
-from smcp.gateway.asgi import read_body, respond, respond_json
+from smcp.gateway.asgi import respond, respond_json
+from tests.e2e.remote_kit import posted_request
 
 TOOLS = ["sse_big", "json_big", "gzip_bomb", "garbage_json", "html", "sse_garbage", "sse_then_close", "sse_split_event"]
 
@@ -35,16 +36,10 @@ async def _sse(send: Any, chunks: list[bytes]) -> None:
 
 
 async def app(scope: Any, receive: Any, send: Any) -> None:
-    if scope["type"] != "http":
+    message = await posted_request(scope, receive, send)
+    if message is None:
         return
-    if scope["method"] != "POST":
-        await respond(send, 405)
-        return
-    message = orjson.loads(await read_body(receive, 1 << 20))
-    call_id, method = message.get("id"), message.get("method")
-    if call_id is None:
-        await respond(send, 202)
-        return
+    call_id, method = message["id"], message.get("method")
     if method == "initialize":
         await respond_json(send, 200, {"jsonrpc": "2.0", "id": call_id, "result": {
             "protocolVersion": "2025-11-25", "capabilities": {"tools": {}}, "serverInfo": {"name": "hostile", "version": "0"}}})

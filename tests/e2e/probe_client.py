@@ -93,3 +93,17 @@ class ProbeSession:
     def close(self) -> None:
         self.http.delete(self.hosted.url, headers=self._headers())
         self.http.close()
+
+
+def open_legacy_session(http: httpx.Client, url: str, capabilities: dict[str, Any]) -> str:
+    """Initialize a 2025-11-25 session (initialize, then notifications/initialized) with
+    `http` (which carries the credentials); its id."""
+    headers = {"accept": ACCEPT, "content-type": "application/json"}
+    init = {"jsonrpc": "2.0", "id": 0, "method": "initialize",
+            "params": {"protocolVersion": "2025-11-25", "capabilities": capabilities, "clientInfo": {"name": "t", "version": "0"}}}
+    r = http.post(url, json=init, headers=headers)
+    assert r.status_code == 200, r.text
+    sid = r.headers["mcp-session-id"]
+    r = http.post(url, json={"jsonrpc": "2.0", "method": "notifications/initialized"}, headers={**headers, "mcp-session-id": sid})
+    assert r.status_code == 202, r.text
+    return sid

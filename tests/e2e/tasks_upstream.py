@@ -15,10 +15,10 @@ import secrets
 import sys
 from typing import Any
 
-import orjson
 import uvicorn
 
-from smcp.gateway.asgi import read_body, respond, respond_json
+from smcp.gateway.asgi import respond_json
+from tests.e2e.remote_kit import posted_request
 
 TASKS: dict[str, dict[str, Any]] = {}
 _ids = itertools.count(1)
@@ -46,14 +46,8 @@ def _answer(message: dict[str, Any]) -> dict[str, Any]:
 
 
 async def app(scope, receive, send):  # type: ignore[no-untyped-def]
-    if scope["type"] != "http":
-        return
-    if scope["method"] != "POST":
-        await respond(send, 405)
-        return
-    message = orjson.loads(await read_body(receive, 1 << 20))
-    if "id" not in message:
-        await respond(send, 202)
+    message = await posted_request(scope, receive, send)
+    if message is None:
         return
     try:
         reply = {"jsonrpc": "2.0", "id": message["id"], "result": _answer(message)}

@@ -10,29 +10,23 @@ serve a well-formed call, so nothing was lost on the way. The cases are derandom
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
 import httpx
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.conftest import Hosted, _host
 from tests.harness import Node
-from tests.protocol.test_fuzz import envelopes, header_values, json_values
+from tests.e2e.probe_client import open_legacy_session
+from tests.fuzzing import envelopes, fuzz_settings, header_values, json_values
 
 ACCEPT = "application/json, text/event-stream"
 MODERN = "2026-07-28"
 
-LIVE = settings(
-    max_examples=int(os.environ.get("SMCP_FUZZ_EXAMPLES", "150")),
-    derandomize=os.environ.get("SMCP_FUZZ_RANDOM") != "1",
-    database=None,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-)
+LIVE = fuzz_settings(150)
 
 # Methods a hosted server answers at once, whatever their params: a fuzzed request
 # must not start a long-running tool or open a stream meant to stay open.
@@ -161,16 +155,7 @@ def fuzz_target(request: pytest.FixtureRequest, node: Node, demo: Hosted) -> Any
 
 
 def _session(hosted: Hosted, http: httpx.Client) -> str:
-    init = {"jsonrpc": "2.0", "id": 0, "method": "initialize",
-            "params": {"protocolVersion": "2025-11-25", "capabilities": {"roots": {}, "sampling": {}},
-                       "clientInfo": {"name": "fuzz", "version": "0"}}}
-    r = http.post(hosted.url, json=init, headers={"accept": ACCEPT, "content-type": "application/json"})
-    assert r.status_code == 200, r.text
-    sid = r.headers["mcp-session-id"]
-    r = http.post(hosted.url, json={"jsonrpc": "2.0", "method": "notifications/initialized"},
-                  headers={"accept": ACCEPT, "content-type": "application/json", "mcp-session-id": sid})
-    assert r.status_code == 202
-    return sid
+    return open_legacy_session(http, hosted.url, {"roots": {}, "sampling": {}})
 
 
 @LIVE

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +15,7 @@ import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from tests.harness import ROOT, Node, free_port, start_node
+from tests.harness import ROOT, Node, free_port, start_node, wait_for_port
 
 UPSTREAM_TOKEN = "upstream-secret-4f1c"
 
@@ -32,14 +30,7 @@ class Upstream:
             [sys.executable, "-m", "tests.e2e.upstream_server", str(self.port), UPSTREAM_TOKEN, str(self.seen)],
             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError("upstream did not start")
+        wait_for_port(self.port, "the upstream")
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -144,14 +135,7 @@ def test_a_remote_servers_tasks_are_bound_to_the_principal_that_created_them(sha
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     node = start_node(base / "data", http_upstream_unsafe_allow='["127.0.0.0/8"]')
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "tasks upstream did not start"
-                time.sleep(0.1)
+        wait_for_port(port, "the tasks upstream")
         node.create_tenant("tasks")
         src = base / "remote"
         src.mkdir()

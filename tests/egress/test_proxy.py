@@ -10,27 +10,12 @@ import asyncio
 import json
 import os
 import stat
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.egress.helpers import ProxyUnderTest, Upstream, self_signed, start_proxy, status_of
-
-
-@pytest.fixture()
-def upstream() -> Iterator[Upstream]:
-    u = Upstream()
-    yield u
-    u.stop()
-
-
-@pytest.fixture()
-async def proxy(tmp_path: Path, upstream: Upstream) -> AsyncIterator[ProxyUnderTest]:
-    p = await start_proxy(tmp_path, [f"upstream.test:{upstream.port}"], hosts={"upstream.test": ["127.0.0.1"]})
-    yield p
-    await p.close()
 
 
 async def test_plain_http_through_forwarder(proxy: ProxyUnderTest, upstream: Upstream) -> None:

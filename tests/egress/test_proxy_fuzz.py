@@ -12,32 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import random
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import pytest
 
-from tests.egress.helpers import ProxyUnderTest, Upstream, start_proxy, status_of
+from tests.egress.helpers import ProxyUnderTest, Upstream, status_of
+from tests.fuzzing import fuzz_cases, fuzz_seed
 
-SEED = int(os.environ.get("SMCP_FUZZ_SEED", "20261126"))
-CASES = int(os.environ.get("SMCP_FUZZ_EXAMPLES", "300"))
+SEED = fuzz_seed()
+CASES = fuzz_cases(300)
 ANSWERS = {100, 200, 400, 403, 404, 405, 408, 411, 413, 414, 431, 501, 502, 504, 505}
-
-
-@pytest.fixture()
-def upstream() -> Iterator[Upstream]:
-    u = Upstream()
-    yield u
-    u.stop()
-
-
-@pytest.fixture()
-async def proxy(tmp_path: Path, upstream: Upstream) -> AsyncIterator[ProxyUnderTest]:
-    p = await start_proxy(tmp_path, [f"upstream.test:{upstream.port}"], hosts={"upstream.test": ["127.0.0.1"]})
-    yield p
-    await p.close()
 
 
 def _targets(port: int) -> tuple[list[str], list[str]]:

@@ -11,31 +11,25 @@ derandomized; `SMCP_FUZZ_RANDOM=1` explores new ones.
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
 import httpx
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.conftest import Hosted, _host
 from tests.e2e.test_sharing import _deploy_shared_probe
 from tests.harness import Node
-from tests.protocol.test_fuzz import json_values
+from tests.e2e.probe_client import open_legacy_session
+from tests.fuzzing import fuzz_settings, json_values
 
 ACCEPT = "application/json, text/event-stream"
 LEGACY = "2025-11-25"
 MODERN = "2026-07-28"
 HANDLER_FAILED = "handling a message from the MCP server failed"
 
-HOSTILE = settings(
-    max_examples=int(os.environ.get("SMCP_FUZZ_EXAMPLES", "120")),
-    derandomize=os.environ.get("SMCP_FUZZ_RANDOM") != "1",
-    database=None,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-)
+HOSTILE = fuzz_settings(120)
 
 ids = st.one_of(st.just("{ID}"), st.sampled_from(["g1", "g2", "g999999", "0", ""]), json_values)
 weird = st.one_of(json_values, st.just({"": {}}), st.lists(json_values, max_size=3))
@@ -107,15 +101,7 @@ def hostile(request: pytest.FixtureRequest, node: Node, tmp_path_factory: pytest
 @pytest.fixture(scope="module")
 def hostile_session(hostile: Hosted) -> Any:
     with httpx.Client(timeout=20, headers={"authorization": f"Bearer {hostile.key}"}) as http:
-        init = {"jsonrpc": "2.0", "id": 0, "method": "initialize",
-                "params": {"protocolVersion": LEGACY, "capabilities": {"roots": {}, "sampling": {}, "elicitation": {}},
-                           "clientInfo": {"name": "t", "version": "0"}}}
-        r = http.post(hostile.url, json=init, headers={"accept": ACCEPT, "content-type": "application/json"})
-        assert r.status_code == 200, r.text
-        sid = r.headers["mcp-session-id"]
-        http.post(hostile.url, json={"jsonrpc": "2.0", "method": "notifications/initialized"},
-                  headers={"accept": ACCEPT, "content-type": "application/json", "mcp-session-id": sid})
-        yield http, sid
+        yield http, open_legacy_session(http, hostile.url, {"roots": {}, "sampling": {}, "elicitation": {}})
 
 
 def _call(http: httpx.Client, hosted: Hosted, sid: str, modern: bool, lines: list[str], call_id: int) -> httpx.Response:

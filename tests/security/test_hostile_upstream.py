@@ -11,7 +11,6 @@ into SSE lines and chunks.
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.harness import ROOT, Node, free_port, start_node
+from tests.harness import ROOT, Node, free_port, start_node, wait_for_port
 
 ACCEPT = "application/json, text/event-stream"
 LIMIT = 1024 * 1024  # the node's max_message_bytes below
@@ -39,14 +38,7 @@ def hostile_remote() -> Iterator[tuple[Node, str, str]]:
     node = start_node(base / "data", http_upstream_unsafe_allow='["127.0.0.0/8"]', max_message_bytes=str(LIMIT),
                       request_timeout_s="20")
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "the hostile upstream did not start"
-                time.sleep(0.1)
+        wait_for_port(port, "the hostile upstream")
         node.create_tenant("t")
         key = node.create_key("t")["token"]
         src = base / "remote"
