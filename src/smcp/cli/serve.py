@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import shlex
@@ -49,8 +50,9 @@ def _server(settings: Settings) -> uvicorn.Server:
         port=settings.port,
         lifespan="on",
         log_level="warning",
-        # httptools parses HTTP in C; HttpProtocol writes a small response in one send.
-        http=HttpProtocol,
+        # The node's own connection protocol (httptools, lean per request, bounded heads).
+        http=functools.partial(HttpProtocol, max_header_bytes=settings.max_header_bytes),
+        timeout_keep_alive=settings.http_idle_timeout_s,  # type: ignore[arg-type]
         # The loop is ours (_run_until_interrupted), not uvicorn's to choose.
         loop="none",
         access_log=False,
