@@ -43,8 +43,9 @@ class Settings(BaseSettings):
     max_body_bytes: Annotated[int, Field(ge=1024)] = 4 * 1024 * 1024
     # A request's line and header fields together (smcp.httpserver): past it, 431.
     max_header_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024
-    # An idle keep-alive connection is closed after this long, and a request head must
-    # arrive whole within it (a client trickling one holds no connection for long).
+    # An idle keep-alive connection is closed after this long; a request head must
+    # arrive whole within it, and a body must not stall for longer (a client trickling
+    # either holds no connection for long).
     http_idle_timeout_s: Annotated[float, Field(gt=0)] = 5.0
     max_json_depth: Annotated[int, Field(ge=2, le=10_000)] = 64
     # A hosted server's single stdout message may not exceed this.

@@ -16,10 +16,11 @@ ASGI contract is the same:
   follows in the same pass of the event loop, the header block goes out on its own at
   the end of that pass.
 
-It also closes two gaps uvicorn leaves open: a request head must arrive whole within
-the idle timeout (uvicorn has no read timeout at all, so a client trickling a header
-byte by byte holds a connection forever), and a head larger than `max_header_bytes`
-is refused with 431.
+It also closes the gaps uvicorn's protocol leaves open, each a way for one client to
+hold connections and memory: a head larger than `max_header_bytes` is refused with
+431 (uvicorn buffers any size); a request head must arrive whole within the idle
+timeout, and a body may not stall for longer than it (uvicorn has no read timeout, so
+a client trickling a header byte by byte holds its connection forever).
 """
 
 from __future__ import annotations
@@ -273,6 +274,7 @@ class HttpProtocol(asyncio.Protocol):
         self.write_paused = False
         self.drained: asyncio.Future[None] | None = None
         self.idle_since = 0.0
+        self.last_read = 0.0
         self.timer: asyncio.TimerHandle | None = None
         # The request being parsed.
         self.url = b""
@@ -332,8 +334,15 @@ class HttpProtocol(asyncio.Protocol):
         except httptools.HttpParserError:
             self._refuse(400, "Invalid HTTP request.")
         else:
-            if self.parsing is None and self.head_bytes > self.max_header_bytes:
-                self._refuse(431, "Request header fields too large.")
+            if self.parsing is None:
+                if self.head_bytes > self.max_header_bytes:
+                    self._refuse(431, "Request header fields too large.")
+            elif self.timer is None:
+                # Only a body that did not arrive with its head pays for a clock.
+                self.last_read = self.loop.time()
+                self.timer = self.loop.call_at(self.last_read + self.idle_timeout, self._check_idle)
+            else:
+                self.last_read = self.loop.time()
 
     def eof_received(self) -> bool | None:
         return None
@@ -456,12 +465,20 @@ class HttpProtocol(asyncio.Protocol):
 
     def _check_idle(self) -> None:
         self.timer = None
-        if self.cycle is not None or self.transport.is_closing():
+        if self.transport.is_closing():
+            return
+        if self.parsing is not None and not self.read_paused:
+            # A body on its way: it must keep moving (a read at least every idle
+            # timeout, as nginx's client_body_timeout). Paused reading is the
+            # application's doing, not the client's, and does not count.
+            due = self.last_read + self.idle_timeout
+        elif self.cycle is not None or self.parsing is not None:
             # A request is in progress; the clock starts again when it is answered.
             return
-        due = self.idle_since + self.idle_timeout
+        else:
+            due = self.idle_since + self.idle_timeout
         if self.loop.time() >= due:
-            # Idle, or a request head that did not arrive whole in time.
+            # Idle, a request head that did not arrive whole in time, or a stalled body.
             self.transport.close()
         else:
             self.timer = self.loop.call_at(due, self._check_idle)

@@ -425,3 +425,41 @@ async def test_a_large_answer_to_a_slow_reader_arrives_intact(serve) -> None:  #
         assert body == chunk * 128
     finally:
         writer.close()
+
+
+async def test_a_stalled_body_loses_its_connection_and_the_app_hears_of_it(serve) -> None:  # type: ignore[no-untyped-def]
+    """A client that sends a head and part of its body, then nothing, holds no connection."""
+    seen: asyncio.Queue[str] = asyncio.Queue()
+
+    async def app(scope, receive, send):  # type: ignore[no-untyped-def]
+        if scope["type"] != "http":
+            return
+        while True:
+            message = await receive()
+            await seen.put(message["type"])
+            if message["type"] == "http.disconnect" or not message.get("more_body"):
+                return
+
+    port, _ = await serve(app, idle_timeout_s=1)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n0123456789")
+        began = time.monotonic()
+        assert await asyncio.wait_for(seen.get(), 5) == "http.request"
+        assert await asyncio.wait_for(seen.get(), 5) == "http.disconnect"
+        assert await asyncio.wait_for(reader.read(1), 5) == b""
+        assert 0.5 < time.monotonic() - began < 3
+    finally:
+        writer.close()
+    # A body that keeps moving, however slowly against the whole, is read to its end.
+    port, _ = await serve(_echo_app, idle_timeout_s=1)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(b"POST /slow HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\n\r\n")
+        for byte in b"abcde":
+            await asyncio.sleep(0.5)
+            writer.write(bytes([byte]))
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 200") and await reader.readexactly(18) == b"POST /slow 5:abcde"
+    finally:
+        writer.close()
