@@ -199,7 +199,7 @@ def set_level(params: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
-RECEIVED: dict[str, int] = {}  # requests this process was sent, by method
+RECEIVED: dict[str, int] = {}  # requests and notifications this process was sent, by method
 
 
 def received() -> dict[str, int]:
@@ -412,7 +412,7 @@ TOOLS: dict[str, tuple[Callable[..., Any], str, dict[str, Any]]] = {
     "crash": (crash, "Exit immediately with the given code, without replying.", _schema(code="integer?")),
     "sleep": (sleep, "Sleep, then reply.", _schema(seconds="number")),
     "notify": (notify, "Send n log notifications (at a level, info by default), then reply.", _schema(n="integer", level="string?")),
-    "received": (received, "How many requests of each method this process was sent.", _schema()),
+    "received": (received, "How many requests and notifications of each method this process was sent.", _schema()),
     "stop_reading": (stop_reading, "Stop reading stdin for seconds, once this is answered (a stuck server).", _schema(seconds="number")),
     "tools_changed": (tools_changed, "Send notifications/tools/list_changed, then reply.", _schema()),
     "big": (big, "Reply with a text of exactly nbytes bytes.", _schema(nbytes="integer")),
@@ -603,10 +603,10 @@ def main() -> None:
             if "id" in message:
                 handle_response(message)
             continue
-        if "id" not in message:
-            continue  # notifications (initialized, cancelled, ...) need no answer
         method = str(message["method"])
         RECEIVED[method] = RECEIVED.get(method, 0) + 1
+        if "id" not in message:
+            continue  # notifications (initialized, cancelled, ...) need no answer
         params = message.get("params")
         if method == "tools/call" and isinstance(params, dict) and params.get("name") == "stop_reading":
             handle_request(message)  # answered here, in order, before the reading stops

@@ -18,6 +18,10 @@ from smcp.protocol import sse
 # (raw message or None, final?) — None+final ends the exchange without a message.
 Item = tuple[bytes | None, bool]
 
+# How long a request waits for its first message before the relay watches for the
+# client going away (a task per request otherwise).
+WATCH_AFTER_S = 0.5
+
 
 class Mailbox:
     """What the instance sends for one request, waiting for the relay.
@@ -142,18 +146,32 @@ async def relay(
 ) -> None:
     deadline = time.monotonic() + timeout_s
     hdrs = headers or []
-    raw, final = await next_item(queue, deadline, on_timeout)
-    if final:
-        # Nothing came before the answer: a plain JSON response is cheaper than SSE.
-        if raw is None:
-            await respond(send, 202, headers=hdrs)
-        else:
-            await respond(send, status_of(raw) if status_of else 200, raw, headers=hdrs)
-        return
-    await start_stream(send, hdrs)
-    disconnected = asyncio.Event()
-    watcher = asyncio.create_task(watch_disconnect(receive, disconnected, queue))
+    disconnected: asyncio.Event | None = None
+    watcher: asyncio.Task[None] | None = None
+    if queue.empty():
+        # Most answers come within a moment, and watching for the client to go away
+        # costs a task; a request still unanswered after WATCH_AFTER_S gets one, so
+        # closing the connection cancels it even before anything was streamed.
+        await queue.wait(min(timeout_s, WATCH_AFTER_S))
+        if queue.empty():
+            disconnected = asyncio.Event()
+            watcher = asyncio.create_task(watch_disconnect(receive, disconnected, queue))
     try:
+        raw, final = await next_item(queue, deadline, on_timeout, disconnected=disconnected)
+        if disconnected is not None and disconnected.is_set() and raw is None and not final:
+            await on_disconnect()
+            return
+        if final:
+            # Nothing came before the answer: a plain JSON response is cheaper than SSE.
+            if raw is None:
+                await respond(send, 202, headers=hdrs)
+            else:
+                await respond(send, status_of(raw) if status_of else 200, raw, headers=hdrs)
+            return
+        await start_stream(send, hdrs)
+        if disconnected is None:
+            disconnected = asyncio.Event()
+            watcher = asyncio.create_task(watch_disconnect(receive, disconnected, queue))
         while True:
             if raw is not None:
                 await stream_chunk(send, sse.event(raw))
@@ -167,7 +185,8 @@ async def relay(
                 return
         await stream_chunk(send, b"", more=False)
     finally:
-        watcher.cancel()
+        if watcher is not None:
+            watcher.cancel()
 
 
 async def watch_disconnect(receive: Receive, flag: asyncio.Event, box: Mailbox | None = None) -> None:
