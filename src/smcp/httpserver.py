@@ -26,221 +26,17 @@ a client trickling a header byte by byte holds its connection forever).
 from __future__ import annotations
 
 import asyncio
-import http
 import logging
-import re
 from collections import deque
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote
 
 import httptools
 
+from smcp.httpexchange import Exchange, plain
+
 log = logging.getLogger("smcp.http")
-
-# The characters a header name or value must not carry (CR and LF above all: an
-# application that copied a client's input into a header would otherwise let the
-# client write its own headers, or a second response).
-_BAD_NAME = re.compile(rb'[\x00-\x1f\x7f()<>@,;:\[\]={} \t\\"]')
-_BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
-_STATUS: dict[int, bytes] = {}
 _METHODS: dict[bytes, str] = {}
-_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-_DISCONNECT: dict[str, Any] = {"type": "http.disconnect"}
-
-
-def _status_line(code: int) -> bytes:
-    line = _STATUS.get(code)
-    if line is None:
-        try:
-            phrase = http.HTTPStatus(code).phrase.encode()
-        except ValueError:
-            phrase = b""
-        line = _STATUS[code] = b"HTTP/1.1 %d %s\r\n" % (code, phrase)
-    return line
-
-
-def _plain(code: int, text: str) -> bytes:
-    body = text.encode()
-    return _status_line(code) + (
-        b"content-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\nconnection: close\r\n\r\n" % len(body)
-    ) + body
-
-
-class _Cycle:
-    """One request and its response, as the application sees them through ASGI."""
-
-    __slots__ = (
-        "conn", "scope", "body", "more_body", "waiter", "disconnected", "keep_alive", "expect_continue",
-        "started", "complete", "chunked", "remaining", "held", "flush_handle", "head", "delivered",
-    )
-
-    def __init__(self, conn: HttpProtocol, scope: dict[str, Any], keep_alive: bool, expect_continue: bool) -> None:
-        self.conn = conn
-        self.scope = scope
-        self.body: list[bytes] = []
-        self.more_body = True
-        self.delivered = False
-        self.waiter: asyncio.Future[None] | None = None
-        self.disconnected = False
-        self.keep_alive = keep_alive
-        self.expect_continue = expect_continue
-        self.started = False
-        self.complete = False
-        self.chunked = False
-        self.remaining = 0
-        self.held: bytes | None = None
-        self.flush_handle: asyncio.Handle | None = None
-        self.head = scope["method"] == "HEAD"
-
-    def wake(self) -> None:
-        waiter = self.waiter
-        if waiter is not None:
-            self.waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
-
-    async def run(self, app: Callable[..., Any]) -> None:
-        conn = self.conn
-        try:
-            await app(self.scope, self.receive, self.send)
-        except BaseException as exc:
-            log.error("exception in the application", exc_info=exc)
-            if not self.started and not self.disconnected:
-                conn.write(_plain(500, "Internal Server Error"))
-            else:
-                # Cut short: a client sees a body shorter than promised, or no last chunk,
-                # and cannot take the answer for whole.
-                self._flush()
-            conn.transport.close()
-            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-                raise
-        else:
-            if not self.complete and not self.disconnected:
-                log.error("the application returned without completing its response")
-                if not self.started:
-                    conn.write(_plain(500, "Internal Server Error"))
-                else:
-                    self._flush()
-                conn.transport.close()
-        finally:
-            self._flush()
-            conn.cycle_done(self)
-
-    async def receive(self) -> dict[str, Any]:
-        if self.expect_continue:
-            self.expect_continue = False
-            if not self.started and not self.conn.transport.is_closing():
-                self.conn.transport.write(_CONTINUE)
-        while True:
-            if self.disconnected or self.complete:
-                return _DISCONNECT
-            body = self.body
-            if body or (not self.more_body and not self.delivered):
-                self.body = []
-                data = body[0] if len(body) == 1 else b"".join(body)
-                if self.more_body:
-                    self.conn.resume_reading()
-                    return {"type": "http.request", "body": data, "more_body": True}
-                self.delivered = True
-                return {"type": "http.request", "body": data, "more_body": False}
-            # More body to come, or (the body delivered) the end of the exchange:
-            # the response completing or the client going away.
-            self.conn.resume_reading()
-            self.waiter = waiter = self.conn.loop.create_future()
-            await waiter
-
-    async def send(self, message: dict[str, Any]) -> None:
-        conn = self.conn
-        if conn.write_paused and not self.disconnected:
-            await conn.drain()
-        if self.disconnected:
-            return
-        kind = message["type"]
-        if not self.started:
-            if kind != "http.response.start":
-                raise RuntimeError(f"expected ASGI message 'http.response.start', got {kind!r}")
-            self._start(message)
-            return
-        if self.complete:
-            raise RuntimeError(f"unexpected ASGI message {kind!r} after the response completed")
-        if kind != "http.response.body":
-            raise RuntimeError(f"expected ASGI message 'http.response.body', got {kind!r}")
-        body = message.get("body", b"")
-        more = message.get("more_body", False)
-        if self.head:
-            data = b""
-        elif self.chunked:
-            data = b"%x\r\n%s\r\n" % (len(body), body) if body else b""
-            if not more:
-                data += b"0\r\n\r\n"
-        else:
-            if len(body) > self.remaining:
-                raise RuntimeError("response content longer than its Content-Length")
-            self.remaining -= len(body)
-            data = body
-        held = self.held
-        if held is not None:
-            self.held = None
-            assert self.flush_handle is not None
-            self.flush_handle.cancel()
-            data = held + data
-        if data:
-            conn.write(data)
-        if not more:
-            if self.remaining and not self.head:
-                raise RuntimeError("response content shorter than its Content-Length")
-            self.complete = True
-            if not self.keep_alive:
-                conn.transport.close()
-            self.wake()
-
-    def _start(self, message: dict[str, Any]) -> None:
-        # Nothing is marked started until the head is known good: a bad header leaves
-        # the cycle free to answer 500 instead.
-        status = message["status"]
-        parts = [_status_line(status)]
-        for name, value in self.conn.default_headers:
-            parts += (name, b": ", value, b"\r\n")
-        length: int | None = None
-        chunked = False
-        close = False
-        for name, value in message.get("headers", ()):
-            if _BAD_NAME.search(name) or _BAD_VALUE.search(value):
-                raise RuntimeError(f"invalid HTTP header {name!r}")
-            name = name.lower()
-            if name == b"content-length":
-                if length is None:
-                    length = int(value)
-            elif name == b"transfer-encoding":
-                chunked = value.lower() == b"chunked"
-            elif name == b"connection" and b"close" in value.lower():
-                close = True
-                self.keep_alive = False
-            parts += (name, b": ", value, b"\r\n")
-        if not self.keep_alive and not close:
-            parts.append(b"connection: close\r\n")
-        if length is not None and not chunked:
-            self.remaining = length
-        elif self.head or status in (204, 304) or 100 <= status < 200:
-            pass
-        else:
-            self.chunked = True
-            if not chunked:
-                parts.append(b"transfer-encoding: chunked\r\n")
-        parts.append(b"\r\n")
-        self.started = True
-        self.expect_continue = False
-        self.held = b"".join(parts)
-        self.flush_handle = self.conn.loop.call_soon(self._flush)
-
-    def _flush(self) -> None:
-        held = self.held
-        if held is not None:
-            self.held = None
-            if self.flush_handle is not None:
-                self.flush_handle.cancel()
-            self.conn.write(held)
 
 
 class HttpProtocol(asyncio.Protocol):
@@ -267,8 +63,8 @@ class HttpProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.server: tuple[str, int] | None = None
         self.client: tuple[str, int] | None = None
-        self.cycle: _Cycle | None = None
-        self.pending: deque[_Cycle] = deque()
+        self.cycle: Exchange | None = None
+        self.pending: deque[Exchange] = deque()
         self.keep_alive = True
         self.read_paused = False
         self.write_paused = False
@@ -282,7 +78,7 @@ class HttpProtocol(asyncio.Protocol):
         self.head_bytes = 0  # read since the last complete head: bounds one still arriving
         self.head_size = 0  # the head's lines as parsed
         self.expect_continue = False
-        self.parsing: _Cycle | None = None
+        self.parsing: Exchange | None = None
         self.broken = False
 
     @property
@@ -406,7 +202,7 @@ class HttpProtocol(asyncio.Protocol):
         if self.app_state:
             scope["state"] = self.app_state.copy()
         keep_alive = self.keep_alive and version != "1.0" and parser.should_keep_alive()
-        cycle = _Cycle(self, scope, keep_alive, self.expect_continue)
+        cycle = Exchange(self, scope, keep_alive, self.expect_continue)
         self.parsing = cycle
         if self.cycle is None:
             self._begin(cycle)
@@ -434,14 +230,14 @@ class HttpProtocol(asyncio.Protocol):
 
     # The protocol's own workings
 
-    def _begin(self, cycle: _Cycle) -> None:
+    def _begin(self, cycle: Exchange) -> None:
         self.cycle = cycle
         task = self.loop.create_task(cycle.run(self.app))
         tasks = self.server_state.tasks
         tasks.add(task)
         task.add_done_callback(tasks.discard)
 
-    def cycle_done(self, cycle: _Cycle) -> None:
+    def cycle_done(self, cycle: Exchange) -> None:
         if self.cycle is not cycle:
             return
         self.cycle = None
@@ -491,7 +287,7 @@ class HttpProtocol(asyncio.Protocol):
         self.broken = True
         cycle = self.cycle
         if cycle is None:
-            self.transport.write(_plain(status, text))
+            self.transport.write(plain(status, text))
             self.transport.close()
         elif cycle.more_body or self.parsing is not None and self.parsing is not cycle:
             # Mid-body, or mid-way through a pipelined request: nothing more can be read,
