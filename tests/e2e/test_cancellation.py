@@ -18,6 +18,14 @@ import pytest
 from tests.conftest import Hosted
 from tests.e2e.probe_client import ACCEPT, open_legacy_session
 from tests.e2e.test_modern import MODERN, _meta, _tool
+from tests.e2e.test_sharing import _deploy_shared_probe
+from tests.harness import Node
+
+
+@pytest.fixture(scope="module")
+def shared_probe(node: Node, tmp_path_factory: pytest.TempPathFactory) -> Hosted:
+    """The probe with sharing = "shared": every session of a key on one instance."""
+    return _deploy_shared_probe(node, tmp_path_factory, "cancels", "probe-cancels")
 
 
 def _received(probe: Hosted, method: str) -> int:
@@ -42,29 +50,45 @@ def test_closing_the_response_stream_cancels_the_request(probe: Hosted) -> None:
         time.sleep(0.1)
 
 
-def test_a_legacy_clients_cancellation_reaches_the_server_and_ends_the_call(probe: Hosted) -> None:
-    """notifications/cancelled naming the client's own id ends the call at once
-    (-32800) and reaches the server."""
-    with httpx.Client(headers={"authorization": f"Bearer {probe.key}"}, timeout=30) as http:
-        sid = open_legacy_session(http, probe.url, {})
+def test_a_legacy_clients_cancellation_ends_its_own_call_only(shared_probe: Hosted) -> None:
+    """Two sessions on one shared instance each call with id 77; one cancels 77. Its call
+    ends at once (-32800), the server hears the id it gave that call (the gateway's, not
+    77), and the other session's call with the same id runs to its answer."""
+
+    def post(http: httpx.Client, sid: str, body: dict[str, object]) -> httpx.Response:
         h = {"accept": ACCEPT, "content-type": "application/json", "mcp-session-id": sid, "mcp-protocol-version": "2025-11-25"}
+        return http.post(shared_probe.url, headers=h, json=body)
 
-        def received(method: str) -> int:
-            r = http.post(probe.url, headers=h, json={"jsonrpc": "2.0", "id": "r", "method": "tools/call", "params": {"name": "received", "arguments": {}}})
-            text = r.text if r.headers["content-type"].startswith("application/json") else r.text.split("data: ", 1)[1]
-            return int(json.loads(json.loads(text)["result"]["content"][0]["text"]).get(method, 0))
+    def answer(r: httpx.Response) -> dict[str, object]:
+        text = r.text if r.headers["content-type"].startswith("application/json") else r.text.split("data: ", 1)[1]
+        return json.loads(text)  # type: ignore[no-any-return]
 
-        before = received("notifications/cancelled")
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            slow = pool.submit(http.post, probe.url, headers=h, json={"jsonrpc": "2.0", "id": 77, "method": "tools/call", "params": {"name": "sleep", "arguments": {"seconds": 8}}})
-            time.sleep(0.5)
+    def seen(http: httpx.Client, sid: str) -> dict[str, list[object]]:
+        r = post(http, sid, {"jsonrpc": "2.0", "id": "c", "method": "tools/call", "params": {"name": "cancellations", "arguments": {}}})
+        return json.loads(answer(r)["result"]["content"][0]["text"])  # type: ignore[index]
+
+    sleep = {"jsonrpc": "2.0", "id": 77, "method": "tools/call", "params": {"name": "sleep", "arguments": {"seconds": 3}}}
+    with httpx.Client(headers={"authorization": f"Bearer {shared_probe.key}"}, timeout=30) as http:
+        a, b = open_legacy_session(http, shared_probe.url, {}), open_legacy_session(http, shared_probe.url, {})
+        before = seen(http, a)
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            call_a = pool.submit(post, http, a, sleep)
+            call_b = pool.submit(post, http, b, sleep)
+            deadline = time.monotonic() + 5
+            while len(seen(http, a)["slept"]) < len(before["slept"]) + 2:
+                assert time.monotonic() < deadline, "the two calls never reached the server"
+                time.sleep(0.05)
             began = time.monotonic()
-            r = http.post(probe.url, headers=h, json={"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 77, "reason": "changed my mind"}})
+            r = post(http, a, {"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 77, "reason": "changed my mind"}})
             assert r.status_code == 202, r.text
-            answer = slow.result(timeout=5)
-            assert time.monotonic() - began < 3
-        assert "-32800" in answer.text or "cancel" in answer.text, answer.text
-        deadline = time.monotonic() + 4
-        while received("notifications/cancelled") == before:
-            assert time.monotonic() < deadline, "the server never heard of the cancellation"
-            time.sleep(0.1)
+            ended = answer(call_a.result(timeout=5))
+            assert time.monotonic() - began < 1.5, "the cancelled call was not ended at once"
+            assert ended["id"] == 77 and ended["error"]["code"] == -32800, ended  # type: ignore[index]
+            finished = answer(call_b.result(timeout=10))
+        assert finished["id"] == 77 and "result" in finished, finished
+        after = seen(http, b)
+    slept = after["slept"][len(before["slept"]):]
+    cancelled = after["cancelled"][len(before["cancelled"]):]
+    assert len(slept) == 2 and 77 not in slept, slept
+    # The server heard of exactly one cancellation, for one of the two calls it served.
+    assert len(cancelled) == 1 and cancelled[0] in slept, (cancelled, slept)

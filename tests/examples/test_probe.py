@@ -25,7 +25,7 @@ EXPECTED_TOOLS = {
     "read_file", "list_dir", "write_file", "list_pids", "connect", "unix_connect", "env", "proc1_environ",
     "whoami", "kill", "stderr", "crash", "sleep", "notify", "big", "ask_roots",
     "fork_bomb", "alloc", "cpu_burn", "fill_disk", "syscall", "socket",
-    "http_get", "received", "tools_changed", "stop_reading", "emit",
+    "http_get", "received", "cancellations", "tools_changed", "stop_reading", "emit",
 }  # fmt: skip
 
 

@@ -177,6 +177,7 @@ def crash(code: int = 1) -> dict[str, Any]:
 
 
 def sleep(seconds: float) -> dict[str, Any]:
+    SLEPT.append(getattr(_current, "request_id", None))
     time.sleep(seconds)
     return {"slept": seconds}
 
@@ -204,6 +205,14 @@ RECEIVED: dict[str, int] = {}  # requests and notifications this process was sen
 
 def received() -> dict[str, int]:
     return dict(RECEIVED)
+
+
+SLEPT: list[Any] = []  # the request ids `sleep` was called under
+CANCELLED: list[Any] = []  # the request ids notifications/cancelled named
+
+
+def cancellations() -> dict[str, list[Any]]:
+    return {"slept": list(SLEPT), "cancelled": list(CANCELLED)}
 
 
 PAUSE: dict[str, float] = {"seconds": 0.0}
@@ -413,6 +422,7 @@ TOOLS: dict[str, tuple[Callable[..., Any], str, dict[str, Any]]] = {
     "sleep": (sleep, "Sleep, then reply.", _schema(seconds="number")),
     "notify": (notify, "Send n log notifications (at a level, info by default), then reply.", _schema(n="integer", level="string?")),
     "received": (received, "How many requests and notifications of each method this process was sent.", _schema()),
+    "cancellations": (cancellations, "The request ids sleep ran under, and those notifications/cancelled named.", _schema()),
     "stop_reading": (stop_reading, "Stop reading stdin for seconds, once this is answered (a stuck server).", _schema(seconds="number")),
     "tools_changed": (tools_changed, "Send notifications/tools/list_changed, then reply.", _schema()),
     "big": (big, "Reply with a text of exactly nbytes bytes.", _schema(nbytes="integer")),
@@ -606,6 +616,9 @@ def main() -> None:
         method = str(message["method"])
         RECEIVED[method] = RECEIVED.get(method, 0) + 1
         if "id" not in message:
+            params = message.get("params")
+            if method == "notifications/cancelled" and isinstance(params, dict):
+                CANCELLED.append(params.get("requestId"))
             continue  # notifications (initialized, cancelled, ...) need no answer
         params = message.get("params")
         if method == "tools/call" and isinstance(params, dict) and params.get("name") == "stop_reading":
