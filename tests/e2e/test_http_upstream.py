@@ -7,9 +7,11 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import httpx2
 import pytest
 from mcp import Client
@@ -94,6 +96,24 @@ async def test_expired_upstream_session_is_reinitialized(remote: tuple[Node, Ups
         upstream.stop()  # the upstream forgets every session
         upstream.start()
         assert (await client.call_tool("echo", {"text": "two"})).content[0].text == "two"
+
+
+def test_a_modern_caller_leaving_closes_the_remote_servers_stream(remote: tuple[Node, Upstream, str, str]) -> None:
+    """This era's cancellation, carried to a remote server as this era has it: the
+    gateway closes its own request's response stream (no notification is posted)."""
+    node, upstream, key, url = remote
+    closed = upstream.seen.with_suffix(".closed")
+    meta = {"io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": {},
+            "io.modelcontextprotocol/clientInfo": {"name": "t", "version": "0"}}
+    body = {"jsonrpc": "2.0", "id": "long", "method": "tools/call", "params": {"name": "countdown", "arguments": {"n": 200}, "_meta": meta}}
+    headers = {"authorization": f"Bearer {key}", "accept": "application/json, text/event-stream", "content-type": "application/json",
+               "mcp-protocol-version": "2026-07-28", "mcp-method": "tools/call", "mcp-name": "countdown"}
+    with pytest.raises(httpx.ReadTimeout):  # countdown 200 takes ten seconds; the client gives up after one
+        httpx.post(url, json=body, headers=headers, timeout=httpx.Timeout(30, read=1))
+    deadline = time.monotonic() + 4
+    while not (closed.exists() and '"countdown"' in closed.read_text()):
+        assert time.monotonic() < deadline, "the remote server's stream stayed open after the caller left"
+        time.sleep(0.1)
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,6 @@
 """A remote MCP server for `runtime = "http"` tests: the demo over the SDK's HTTP transport,
-behind a bearer-token check that records every Authorization header it is sent."""
+behind a bearer-token check that records every Authorization header it is sent, and the
+request bodies whose response stream the gateway closed before it ended (`.closed`)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,31 @@ from pathlib import Path
 import uvicorn
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def _ended(send):  # type: ignore[no-untyped-def]
+    async def wrapped(message):  # type: ignore[no-untyped-def]
+        if message["type"] == "http.response.body" and not message.get("more_body"):
+            wrapped.done = True  # type: ignore[attr-defined]
+        await send(message)
+
+    wrapped.done = False  # type: ignore[attr-defined]
+    return wrapped
+
+
+def _watched(receive, ended, closed_file: Path):  # type: ignore[no-untyped-def]
+    body = bytearray()
+
+    async def wrapped():  # type: ignore[no-untyped-def]
+        message = await receive()
+        if message["type"] == "http.request":
+            body.extend(message.get("body", b""))
+        elif message["type"] == "http.disconnect" and not ended.done:
+            with closed_file.open("a") as f:
+                f.write(body.decode(errors="replace").replace("\n", " ") + "\n")
+        return message
+
+    return wrapped
 
 
 def main() -> None:
@@ -29,7 +55,8 @@ def main() -> None:
                 await send({"type": "http.response.start", "status": 401, "headers": [(b"www-authenticate", b"Bearer")]})
                 await send({"type": "http.response.body", "body": b""})
                 return
-        await inner(scope, receive, send)
+        ended = _ended(send)
+        await inner(scope, _watched(receive, ended, seen_file.with_suffix(".closed")), ended)
 
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 

@@ -134,6 +134,8 @@ class HttpChannel:
         # tool → {header: property path}: what a modern upstream expects mirrored into
         # Mcp-Param-* headers, learnt from the tools/list answers passing through.
         self._mirrored: dict[str, dict[str, tuple[str, ...]]] = {}
+        # Modern-era requests in flight, by JSON id: cancelling one closes its stream.
+        self._modern_calls: dict[bytes, asyncio.Task[None]] = {}
 
     @property
     def instance_id(self) -> str:
@@ -150,9 +152,21 @@ class HttpChannel:
         method = message.get("method")
         if method == "initialize" and "id" in message:
             self._initialize = message
+        if method == "notifications/cancelled" and "id" not in message:
+            params = message.get("params") if isinstance(message.get("params"), dict) else {}
+            call = self._modern_calls.pop(orjson.dumps(params.get("requestId")), None)
+            if call is not None:
+                # A modern request is cancelled by closing its response stream, as its
+                # client closed ours; this era has no such notification over HTTP.
+                call.cancel()
+                return
         task = asyncio.create_task(self._post(message, raw, retry=True))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        if "id" in message and isinstance(method, str) and _is_modern(message):
+            key = orjson.dumps(message["id"])
+            self._modern_calls[key] = task
+            task.add_done_callback(lambda t: self._modern_calls.pop(key, None) if self._modern_calls.get(key) is t else None)
 
     def _request_headers(self, message: dict[str, Any]) -> dict[str, str]:
         headers = {
@@ -431,6 +445,12 @@ async def _sse_data(stream: aiohttp.StreamReader, limit: int, cursor: SseCursor 
             cursor.retry_ms = int(value)
     if data and b"".join(data).strip():
         yield b"\n".join(data)
+
+
+def _is_modern(message: dict[str, Any]) -> bool:
+    params = message.get("params")
+    meta = params.get("_meta") if isinstance(params, dict) else None
+    return isinstance(meta, dict) and isinstance(meta.get(_MODERN_META_VERSION), str)
 
 
 def _header_value(value: str) -> str:
