@@ -14,10 +14,7 @@ import http
 import logging
 import re
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from smcp.httpserver import HttpProtocol
+from typing import Any, Protocol
 
 log = logging.getLogger("smcp.http")
 
@@ -49,6 +46,25 @@ def plain(code: int, text: str) -> bytes:
     ) + body
 
 
+class Connection(Protocol):
+    """What an exchange needs of its connection (smcp.httpserver.HttpProtocol)."""
+
+    transport: asyncio.Transport
+    loop: asyncio.AbstractEventLoop
+    write_paused: bool
+
+    @property
+    def default_headers(self) -> list[tuple[bytes, bytes]]: ...
+
+    def write(self, data: bytes) -> None: ...
+
+    def resume_reading(self) -> None: ...
+
+    async def drain(self) -> None: ...
+
+    def cycle_done(self, exchange: Exchange) -> None: ...
+
+
 class Exchange:
     """One request and its response, as the application sees them through ASGI."""
 
@@ -57,7 +73,7 @@ class Exchange:
         "started", "complete", "chunked", "remaining", "held", "flush_handle", "head", "delivered",
     )
 
-    def __init__(self, conn: HttpProtocol, scope: dict[str, Any], keep_alive: bool, expect_continue: bool) -> None:
+    def __init__(self, conn: Connection, scope: dict[str, Any], keep_alive: bool, expect_continue: bool) -> None:
         self.conn = conn
         self.scope = scope
         self.body: list[bytes] = []
