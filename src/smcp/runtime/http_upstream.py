@@ -22,12 +22,12 @@ from typing import Any
 import aiohttp
 import orjson
 from aiohttp.abc import AbstractResolver, ResolveResult
-from aiohttp.http_exceptions import LineTooLong
 
 from smcp.domain import InvalidSpec, Revision
 from smcp.egress.addresses import AddressPolicy, parse_ip_literal
 from smcp.protocol.modern import mirrored_params
 from smcp.runtime.interface import ChannelClosed, ClosedHandler, LostHandler, MessageHandler
+from smcp.runtime.upstream_reading import MessageTooLarge, SseCursor, read_capped, sse_data
 
 log = logging.getLogger("smcp.runtime.http")
 
@@ -38,13 +38,6 @@ _NAMED = {"tools/call": "name", "prompts/get": "name", "resources/read": "uri"}
 
 class UpstreamRefused(Exception):
     pass
-
-
-class MessageTooLarge(Exception):
-    """The upstream sent more than the node's message size limit in one message."""
-
-    def __init__(self, limit: int) -> None:
-        super().__init__(f"upstream sent a message over the {limit}-byte limit")
 
 
 class CheckedResolver(AbstractResolver):
@@ -213,13 +206,13 @@ class HttpChannel:
                 if ctype.startswith("text/event-stream"):
                     cursor = SseCursor()
                     answered = False
-                    async for data in _sse_data(r.content, self._max, cursor):
+                    async for data in sse_data(r.content, self._max, cursor):
                         answered = answered or (is_request and self._answers(data, message))
                         self._deliver(data, message)
                     if is_request and not answered:
                         await self._resume(message, cursor)
                     return
-                body = await _read_capped(r.content, self._max)
+                body = await read_capped(r.content, self._max)
                 if body and ctype.startswith("application/json"):
                     if is_request and not self._answers(body, message):
                         self._fail(message, "upstream answered with invalid JSON-RPC")
@@ -285,7 +278,7 @@ class HttpChannel:
                 async with self._http.get(self._url, headers=headers, timeout=self._timeout, allow_redirects=False) as r:
                     if r.status != 200:
                         break
-                    async for data in _sse_data(r.content, self._max, cursor):
+                    async for data in sse_data(r.content, self._max, cursor):
                         done = self._answers(data, request)
                         self._deliver(data, request)
                         if done:
@@ -361,7 +354,7 @@ class HttpChannel:
                     if r.status in (405, 404, 400):
                         return
                     delay = 0.5
-                    async for data in _sse_data(r.content, self._max):
+                    async for data in sse_data(r.content, self._max):
                         if self._on_message is not None and not self._closed:
                             self._on_message(data)
             except (aiohttp.ClientError, UpstreamRefused, OSError, MessageTooLarge):
@@ -383,68 +376,6 @@ class HttpChannel:
                     pass
         if self._on_closed is not None:
             self._on_closed("closed")
-
-
-class SseCursor:
-    """Where an upstream SSE stream got to: the last event id and the retry hint."""
-
-    def __init__(self) -> None:
-        self.last_id: str | None = None
-        self.retry_ms: int | None = None
-
-
-async def _read_capped(stream: aiohttp.StreamReader, limit: int) -> bytes:
-    """The whole body, decompressed, or MessageTooLarge as soon as it passes `limit`."""
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in stream.iter_chunked(1 << 16):
-        size += len(chunk)
-        if size > limit:
-            raise MessageTooLarge(limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-async def _sse_data(stream: aiohttp.StreamReader, limit: int, cursor: SseCursor | None = None) -> Any:
-    """Yield the data of each SSE event (multi-line data joined), skipping empty ones.
-
-    An event's data may be as large as one message may be (`limit`), in one line or
-    many; past it, MessageTooLarge, without holding more than the limit.
-    """
-    data: list[bytes] = []
-    size = 0
-    event_id: str | None = None
-    while True:
-        try:
-            line = await stream.readline(max_line_length=limit + 8)  # "data: " and the line end
-        except LineTooLong:
-            raise MessageTooLarge(limit) from None
-        if not line:
-            break
-        line = line.rstrip(b"\r\n")
-        if not line:
-            if cursor is not None and event_id is not None:
-                cursor.last_id = event_id
-            event_id = None
-            if data:
-                payload = b"\n".join(data)
-                data, size = [], 0
-                if payload.strip():
-                    yield payload
-            continue
-        field, _, value = line.partition(b":")
-        value = value[1:] if value[:1] == b" " else value
-        if field == b"data":
-            size += len(value) + 1
-            if size > limit + 1:
-                raise MessageTooLarge(limit)
-            data.append(value)
-        elif field == b"id":
-            event_id = value.decode("utf-8", "replace")
-        elif field == b"retry" and value.isdigit() and cursor is not None:
-            cursor.retry_ms = int(value)
-    if data and b"".join(data).strip():
-        yield b"\n".join(data)
 
 
 def _is_modern(message: dict[str, Any]) -> bool:
