@@ -62,7 +62,7 @@ class Connection(Protocol):
 
     async def drain(self) -> None: ...
 
-    def cycle_done(self, exchange: Exchange) -> None: ...
+    def exchange_done(self, exchange: Exchange) -> None: ...
 
 
 class Exchange:
@@ -104,26 +104,25 @@ class Exchange:
             await app(self.scope, self.receive, self.send)
         except BaseException as exc:
             log.error("exception in the application", exc_info=exc)
-            if not self.started and not self.disconnected:
-                conn.write(plain(500, "Internal Server Error"))
-            else:
-                # Cut short: a client sees a body shorter than promised, or no last chunk,
-                # and cannot take the answer for whole.
-                self._flush()
-            conn.transport.close()
+            self._fail()
             if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                 raise
         else:
             if not self.complete and not self.disconnected:
                 log.error("the application returned without completing its response")
-                if not self.started:
-                    conn.write(plain(500, "Internal Server Error"))
-                else:
-                    self._flush()
-                conn.transport.close()
+                self._fail()
         finally:
             self._flush()
-            conn.cycle_done(self)
+            conn.exchange_done(self)
+
+    def _fail(self) -> None:
+        """500 if nothing was sent yet; otherwise the answer is cut short (a body shorter
+        than promised, or no last chunk), which no client takes for whole."""
+        if not self.started and not self.disconnected:
+            self.conn.write(plain(500, "Internal Server Error"))
+        else:
+            self._flush()
+        self.conn.transport.close()
 
     async def receive(self) -> dict[str, Any]:
         if self.expect_continue:
@@ -177,12 +176,7 @@ class Exchange:
                 raise RuntimeError("response content longer than its Content-Length")
             self.remaining -= len(body)
             data = body
-        held = self.held
-        if held is not None:
-            self.held = None
-            assert self.flush_handle is not None
-            self.flush_handle.cancel()
-            data = held + data
+        data = self._unhold() + data
         if data:
             conn.write(data)
         if not more:
@@ -195,7 +189,7 @@ class Exchange:
 
     def _start(self, message: dict[str, Any]) -> None:
         # Nothing is marked started until the head is known good: a bad header leaves
-        # the cycle free to answer 500 instead.
+        # the exchange free to answer 500 instead.
         status = message["status"]
         parts = [status_line(status)]
         for name, value in self.conn.default_headers:
@@ -232,10 +226,17 @@ class Exchange:
         self.held = b"".join(parts)
         self.flush_handle = self.conn.loop.call_soon(self._flush)
 
-    def _flush(self) -> None:
+    def _unhold(self) -> bytes:
+        """The header block still held back (b"" if none), no longer held."""
         held = self.held
-        if held is not None:
-            self.held = None
-            if self.flush_handle is not None:
-                self.flush_handle.cancel()
+        if held is None:
+            return b""
+        self.held = None
+        if self.flush_handle is not None:
+            self.flush_handle.cancel()
+        return held
+
+    def _flush(self) -> None:
+        held = self._unhold()
+        if held:
             self.conn.write(held)

@@ -63,7 +63,7 @@ class HttpProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.server: tuple[str, int] | None = None
         self.client: tuple[str, int] | None = None
-        self.cycle: Exchange | None = None
+        self.exchange: Exchange | None = None
         self.pending: deque[Exchange] = deque()
         self.keep_alive = True
         self.read_paused = False
@@ -102,10 +102,10 @@ class HttpProtocol(asyncio.Protocol):
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        for cycle in (self.cycle, self.parsing, *self.pending):
-            if cycle is not None and not cycle.complete:
-                cycle.disconnected = True
-                cycle.wake()
+        for exchange in (self.exchange, self.parsing, *self.pending):
+            if exchange is not None and not exchange.complete:
+                exchange.disconnected = True
+                exchange.wake()
         self.pending.clear()
         self._resume_writing()
         self.parser = None  # type: ignore[assignment]
@@ -133,12 +133,10 @@ class HttpProtocol(asyncio.Protocol):
             if self.parsing is None:
                 if self.head_bytes > self.max_header_bytes:
                     self._refuse(431, "Request header fields too large.")
-            elif self.timer is None:
+            else:
                 # Only a body that did not arrive with its head pays for a clock.
                 self.last_read = self.loop.time()
-                self.timer = self.loop.call_at(self.last_read + self.idle_timeout, self._check_idle)
-            else:
-                self.last_read = self.loop.time()
+                self._clock(self.last_read + self.idle_timeout)
 
     def eof_received(self) -> bool | None:
         return None
@@ -202,62 +200,66 @@ class HttpProtocol(asyncio.Protocol):
         if self.app_state:
             scope["state"] = self.app_state.copy()
         keep_alive = self.keep_alive and version != "1.0" and parser.should_keep_alive()
-        cycle = Exchange(self, scope, keep_alive, self.expect_continue)
-        self.parsing = cycle
-        if self.cycle is None:
-            self._begin(cycle)
+        exchange = Exchange(self, scope, keep_alive, self.expect_continue)
+        self.parsing = exchange
+        if self.exchange is None:
+            self._begin(exchange)
         else:
             # A pipelined request waits for the one before it to be answered.
-            self.pending.append(cycle)
+            self.pending.append(exchange)
             self.pause_reading()
 
     def on_body(self, body: bytes) -> None:
-        cycle = self.parsing
-        if cycle is None or cycle.complete or cycle.disconnected:
+        exchange = self.parsing
+        if exchange is None or exchange.complete or exchange.disconnected:
             return
-        cycle.body.append(body)
-        if sum(map(len, cycle.body)) > 65536:
+        exchange.body.append(body)
+        if sum(map(len, exchange.body)) > 65536:
             self.pause_reading()
-        cycle.wake()
+        exchange.wake()
 
     def on_message_complete(self) -> None:
-        cycle = self.parsing
+        exchange = self.parsing
         self.parsing = None
-        if cycle is None or cycle.complete:
+        if exchange is None or exchange.complete:
             return
-        cycle.more_body = False
-        cycle.wake()
+        exchange.more_body = False
+        exchange.wake()
 
     # The protocol's own workings
 
-    def _begin(self, cycle: Exchange) -> None:
-        self.cycle = cycle
-        task = self.loop.create_task(cycle.run(self.app))
+    def _begin(self, exchange: Exchange) -> None:
+        self.exchange = exchange
+        task = self.loop.create_task(exchange.run(self.app))
         tasks = self.server_state.tasks
         tasks.add(task)
         task.add_done_callback(tasks.discard)
 
-    def cycle_done(self, cycle: Exchange) -> None:
-        if self.cycle is not cycle:
+    def exchange_done(self, exchange: Exchange) -> None:
+        if self.exchange is not exchange:
             return
-        self.cycle = None
+        self.exchange = None
         self.server_state.total_requests += 1
         if self.transport.is_closing():
             return
-        if not cycle.complete or not cycle.keep_alive:
+        if not exchange.complete or not exchange.keep_alive:
             self.transport.close()
             return
         if self.pending:
             self._begin(self.pending.popleft())
         self.resume_reading()
-        if self.cycle is None:
+        if self.exchange is None:
             self._idle()
 
     def _idle(self) -> None:
         """Start the clock a connection without a request in progress runs on."""
         self.idle_since = self.loop.time()
+        self._clock(self.idle_since + self.idle_timeout)
+
+    def _clock(self, due: float) -> None:
+        """One timer per connection: armed if none is, and re-armed only when it fires."""
         if self.timer is None:
-            self.timer = self.loop.call_at(self.idle_since + self.idle_timeout, self._check_idle)
+            self.timer = self.loop.call_at(due, self._check_idle)
 
     def _check_idle(self) -> None:
         self.timer = None
@@ -268,7 +270,7 @@ class HttpProtocol(asyncio.Protocol):
             # timeout, as nginx's client_body_timeout). Paused reading is the
             # application's doing, not the client's, and does not count.
             due = self.last_read + self.idle_timeout
-        elif self.cycle is not None or self.parsing is not None:
+        elif self.exchange is not None or self.parsing is not None:
             # A request is in progress; the clock starts again when it is answered.
             return
         else:
@@ -277,7 +279,7 @@ class HttpProtocol(asyncio.Protocol):
             # Idle, a request head that did not arrive whole in time, or a stalled body.
             self.transport.close()
         else:
-            self.timer = self.loop.call_at(due, self._check_idle)
+            self._clock(due)
 
     def _refuse(self, status: int, text: str) -> None:
         """A request that cannot be parsed ends the connection, answered if nothing else is."""
@@ -285,28 +287,28 @@ class HttpProtocol(asyncio.Protocol):
             return
         self.keep_alive = False
         self.broken = True
-        cycle = self.cycle
-        if cycle is None:
+        exchange = self.exchange
+        if exchange is None:
             self.transport.write(plain(status, text))
             self.transport.close()
-        elif cycle.more_body or self.parsing is not None and self.parsing is not cycle:
+        elif exchange.more_body or self.parsing is not None and self.parsing is not exchange:
             # Mid-body, or mid-way through a pipelined request: nothing more can be read,
             # so the exchange in progress is cut short.
             self.transport.close()
         else:
             # The request in progress was read whole; it is answered, then the end.
-            cycle.keep_alive = False
+            exchange.keep_alive = False
             self.pause_reading()
 
     def _truncate(self) -> None:
         self.keep_alive = False
         self.broken = True
-        cycle = self.parsing
-        if cycle is not None and cycle.more_body:
-            cycle.more_body = False
-            cycle.wake()
-        if self.cycle is not None:
-            self.cycle.keep_alive = False
+        exchange = self.parsing
+        if exchange is not None and exchange.more_body:
+            exchange.more_body = False
+            exchange.wake()
+        if self.exchange is not None:
+            self.exchange.keep_alive = False
         self.pause_reading()
 
     def write(self, data: bytes) -> None:
@@ -337,11 +339,11 @@ class HttpProtocol(asyncio.Protocol):
     def shutdown(self) -> None:
         """uvicorn's graceful shutdown: finish the request in progress, then close."""
         self.keep_alive = False
-        cycle = self.cycle
-        if cycle is None or cycle.complete:
+        exchange = self.exchange
+        if exchange is None or exchange.complete:
             self.transport.close()
         else:
-            cycle.keep_alive = False
+            exchange.keep_alive = False
 
 
 class _HeadTooLarge(Exception):

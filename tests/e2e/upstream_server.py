@@ -13,29 +13,28 @@ import uvicorn
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _ended(send):  # type: ignore[no-untyped-def]
-    async def wrapped(message):  # type: ignore[no-untyped-def]
+class _Watched:
+    """One request's receive and send, noting (in `closed_file`, by request body) a
+    response stream the client closed before its end."""
+
+    def __init__(self, receive, send, closed_file: Path) -> None:  # type: ignore[no-untyped-def]
+        self._receive, self._send, self._closed_file = receive, send, closed_file
+        self._body = bytearray()
+        self._done = False
+
+    async def send(self, message) -> None:  # type: ignore[no-untyped-def]
         if message["type"] == "http.response.body" and not message.get("more_body"):
-            wrapped.done = True  # type: ignore[attr-defined]
-        await send(message)
+            self._done = True
+        await self._send(message)
 
-    wrapped.done = False  # type: ignore[attr-defined]
-    return wrapped
-
-
-def _watched(receive, ended, closed_file: Path):  # type: ignore[no-untyped-def]
-    body = bytearray()
-
-    async def wrapped():  # type: ignore[no-untyped-def]
-        message = await receive()
+    async def receive(self):  # type: ignore[no-untyped-def]
+        message = await self._receive()
         if message["type"] == "http.request":
-            body.extend(message.get("body", b""))
-        elif message["type"] == "http.disconnect" and not ended.done:
-            with closed_file.open("a") as f:
-                f.write(body.decode(errors="replace").replace("\n", " ") + "\n")
+            self._body.extend(message.get("body", b""))
+        elif message["type"] == "http.disconnect" and not self._done:
+            with self._closed_file.open("a") as f:
+                f.write(self._body.decode(errors="replace").replace("\n", " ") + "\n")
         return message
-
-    return wrapped
 
 
 def main() -> None:
@@ -55,8 +54,8 @@ def main() -> None:
                 await send({"type": "http.response.start", "status": 401, "headers": [(b"www-authenticate", b"Bearer")]})
                 await send({"type": "http.response.body", "body": b""})
                 return
-        ended = _ended(send)
-        await inner(scope, _watched(receive, ended, seen_file.with_suffix(".closed")), ended)
+        watched = _Watched(receive, send, seen_file.with_suffix(".closed"))
+        await inner(scope, watched.receive, watched.send)
 
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 

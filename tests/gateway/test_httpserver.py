@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import uvicorn
 
+from smcp.gateway.asgi import read_body
 from smcp.httpserver import HttpProtocol
 from tests.harness import free_port
 
@@ -151,13 +152,7 @@ async def _echo_app(scope, receive, send):  # type: ignore[no-untyped-def]
     """Answers with what it read: the method, path, body length and body."""
     if scope["type"] != "http":
         return
-    body = b""
-    while True:
-        message = await receive()
-        assert message["type"] == "http.request", message
-        body += message["body"]
-        if not message["more_body"]:
-            break
+    body = await read_body(receive, 1 << 30)  # the gateway's own reader: any disconnect raises
     answer = b"%s %s %d:" % (scope["method"].encode(), scope["raw_path"], len(body)) + body
     await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", str(len(answer)).encode())]})
     await send({"type": "http.response.body", "body": answer})

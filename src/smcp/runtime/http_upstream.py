@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import re
 import socket
@@ -156,10 +157,14 @@ class HttpChannel:
         task = asyncio.create_task(self._post(message, raw, retry=True))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        if "id" in message and isinstance(method, str) and _is_modern(message):
+        if "id" in message and isinstance(method, str) and _modern_version(message) is not None:
             key = orjson.dumps(message["id"])
             self._modern_calls[key] = task
-            task.add_done_callback(lambda t: self._modern_calls.pop(key, None) if self._modern_calls.get(key) is t else None)
+            task.add_done_callback(functools.partial(self._call_done, key))
+
+    def _call_done(self, key: bytes, task: asyncio.Task[None]) -> None:
+        if self._modern_calls.get(key) is task:
+            del self._modern_calls[key]
 
     def _request_headers(self, message: dict[str, Any]) -> dict[str, str]:
         headers = {
@@ -168,9 +173,8 @@ class HttpChannel:
             "Content-Type": "application/json",
         }
         params = message.get("params") if isinstance(message.get("params"), dict) else {}
-        meta = params.get("_meta") if isinstance(params.get("_meta"), dict) else {}
-        modern_version = meta.get(_MODERN_META_VERSION)
-        if isinstance(modern_version, str):
+        modern_version = _modern_version(message)
+        if modern_version is not None:
             headers["MCP-Protocol-Version"] = modern_version
             method = message.get("method")
             if isinstance(method, str):
@@ -378,10 +382,12 @@ class HttpChannel:
             self._on_closed("closed")
 
 
-def _is_modern(message: dict[str, Any]) -> bool:
+def _modern_version(message: dict[str, Any]) -> str | None:
+    """The 2026-07-28-era protocol version a message's `_meta` names (None: legacy)."""
     params = message.get("params")
     meta = params.get("_meta") if isinstance(params, dict) else None
-    return isinstance(meta, dict) and isinstance(meta.get(_MODERN_META_VERSION), str)
+    version = meta.get(_MODERN_META_VERSION) if isinstance(meta, dict) else None
+    return version if isinstance(version, str) else None
 
 
 def _header_value(value: str) -> str:
