@@ -10,8 +10,9 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route
 
 from smcp import __version__
@@ -21,6 +22,7 @@ from smcp.auth.server import AuthorizationServer
 from smcp.auth.tokens import AccessTokens, GrantStatus, KeyRing
 from smcp.config import Settings
 from smcp.control import create_control_app
+from smcp.control.errors import error_response
 from smcp.gateway import Gateway
 from smcp.gateway.authn import Authenticator
 from smcp.gateway.sealing import SessionSealer, load_or_create_key
@@ -31,6 +33,8 @@ from smcp.secrets import open_vault
 from smcp.store import Store
 
 log = logging.getLogger("smcp")
+
+API_PREFIX = "/api/v1"
 
 
 def ensure_admin_token(settings: Settings) -> str:
@@ -64,7 +68,7 @@ class Platform:
         self.runtime: LocalRuntime | None = None
         self.gateway: Gateway | None = None
         self.oauth: AuthorizationServer | None = None
-        self._rest = Starlette(routes=[], lifespan=self._lifespan)
+        self._rest = Starlette(routes=[], lifespan=self._lifespan, exception_handlers={404: _not_found})
 
     @asynccontextmanager
     async def _lifespan(self, _app: Starlette) -> Any:
@@ -89,7 +93,7 @@ class Platform:
         control = create_control_app(settings, store, runtime, vault)
         self._rest.router.routes[:] = [
             Route("/", self._index),
-            Mount("/api/v1", app=control),
+            Mount(API_PREFIX, app=control),
             *(oauth.routes() if oauth else []),
         ]
         log.info("SMCP %s serving on %s", __version__, settings.base_url)
@@ -117,6 +121,17 @@ class Platform:
             await self.gateway(scope, receive, send)
             return
         await self._rest(scope, receive, send)
+
+
+async def _not_found(request: Request, exc: Exception) -> Response:
+    # A Mount matches "{prefix}/{path:path}", and a path parameter never spans a newline,
+    # so /api/v1/tenants/a%0Ab/keys falls through to here and not to the management API:
+    # it still answers in the management API's error shape.
+    path: str = request.scope["path"]
+    if path == API_PREFIX or path.startswith(API_PREFIX + "/"):
+        return error_response(404, "not_found", "Not Found")
+    assert isinstance(exc, HTTPException)
+    return PlainTextResponse(exc.detail, status_code=exc.status_code, headers=exc.headers)
 
 
 def _tune_gc(settings: Settings) -> None:

@@ -35,10 +35,8 @@ def create_control_app(
     # it may retire the KEK they are sealed with.
     vault = vault or open_vault(settings, store.secrets, also=[SealedSigningKeys(store.oauth)])
     app.state.smcp = Context(settings=settings, store=store, runtime=runtime, vault=vault)
-    install_error_handlers(app)
-    app.include_router(system.router)
-    app.include_router(tenants.router)
-    app.include_router(servers.router)
-    app.include_router(secrets.router)
-    app.include_router(identity.router)
+    routers = (system.router, tenants.router, servers.router, secrets.router, identity.router)
+    for router in routers:
+        app.include_router(router)
+    install_error_handlers(app, [*app.routes, *(route for router in routers for route in router.routes)])
     return app

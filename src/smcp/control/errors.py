@@ -7,6 +7,8 @@ Nothing reaches the client as a stack trace: unexpected errors become a bare 500
 from __future__ import annotations
 
 import logging
+import re
+from collections.abc import Iterable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -14,6 +16,8 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import BaseRoute
+from starlette.types import Scope
 
 from smcp.domain import SmcpError
 
@@ -79,7 +83,34 @@ def _validation_detail(exc: RequestValidationError) -> list[dict[str, Any]]:
     ]
 
 
-def install_error_handlers(app: FastAPI) -> None:
+class AllowedMethods:
+    """The methods a path answers to, for the Allow header of a 405.
+
+    Starlette's router names only the methods of the first route whose path matched,
+    while a path such as /tenants has one route per method (GET and POST).
+    """
+
+    def __init__(self, routes: Iterable[BaseRoute]) -> None:
+        self._routes: list[tuple[re.Pattern[str], frozenset[str]]] = []
+        for route in routes:
+            regex, methods = getattr(route, "path_regex", None), getattr(route, "methods", None)
+            if regex is not None and methods:
+                self._routes.append((regex, frozenset(methods)))
+
+    def __call__(self, scope: Scope) -> set[str]:
+        path: str = scope["path"]
+        # Inside a Mount the path still carries the mount's prefix (Starlette 1.x).
+        root = scope.get("root_path", "")
+        if root and path.startswith(root + "/"):
+            path = path[len(root):]
+        return {m for regex, methods in self._routes if regex.match(path) for m in methods}
+
+
+def install_error_handlers(app: FastAPI, routes: Iterable[BaseRoute] = ()) -> None:
+    """`routes` are the app's routes that Allow headers must account for (the routes of
+    its included routers, which FastAPI does not list flat in app.routes)."""
+    allowed = AllowedMethods(routes)
+
     @app.exception_handler(SmcpError)
     async def _smcp_error(_request: Request, exc: SmcpError) -> JSONResponse:
         headers = {"WWW-Authenticate": ADMIN_REALM} if exc.status == 401 else None
@@ -90,10 +121,14 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(422, "validation_error", "request is invalid", _validation_detail(exc))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _HTTP_CODES.get(exc.status_code, "error")
         message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
-        return error_response(exc.status_code, code, message, headers=dict(exc.headers or {}) or None)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            named = {m.strip() for m in headers.pop("Allow", "").split(",") if m.strip()}
+            headers["Allow"] = ", ".join(sorted(named | allowed(request.scope)))
+        return error_response(exc.status_code, code, message, headers=headers or None)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -173,9 +173,32 @@ class Error(BaseModel):
     error: ErrorBody
 
 
-# Documented on every authenticated route.
-ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
-    401: {"model": Error, "description": "Missing or wrong admin token"},
-    404: {"model": Error, "description": "No such tenant, server or key"},
-    422: {"model": Error, "description": "Invalid input"},
+# What each error status means in this API. An operation documents the statuses it can
+# answer with (its own `errors(...)` plus its router's ERROR_RESPONSES), so that the
+# OpenAPI document can be checked against the running API (tests/control/test_openapi_truth.py).
+# Operations with parameters also list 422 where none can fail validation: FastAPI would
+# otherwise document a 422 of its own shape, which this API never sends.
+_ERROR_MEANINGS: dict[int, str] = {
+    400: "The body is not UTF-8, so it cannot be JSON",
+    401: "Missing or wrong bearer token",
+    403: "The bearer may not do this (its role, its tenant or its servers)",
+    404: "No such tenant, or no such thing in it",
+    409: "Conflicts with what exists",
+    413: "The body is over the size limit",
+    415: "The body's Content-Type is not one this operation takes",
+    422: "Invalid input",
 }
+
+
+def errors(*statuses: int | tuple[int, str]) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for error statuses, each in the Error shape; a (status, text)
+    pair says what that status means for the one operation."""
+    out: dict[int | str, dict[str, Any]] = {}
+    for entry in statuses:
+        status, description = entry if isinstance(entry, tuple) else (entry, _ERROR_MEANINGS[entry])
+        out[status] = {"model": Error, "description": description}
+    return out
+
+
+# Every authenticated operation can answer these; routers carry them for their routes.
+ERROR_RESPONSES = errors(401, 403)

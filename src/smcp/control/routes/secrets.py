@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from smcp.control.auth import allow
 from smcp.control.context import Context, get_context
-from smcp.control.schemas import ERROR_RESPONSES
+from smcp.control.schemas import ERROR_RESPONSES, errors
 from smcp.domain.models import SecretInfo
 from smcp.secrets import InvalidSecret, SecretVault
 
@@ -27,13 +27,32 @@ SECRET_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
 SecretName = Annotated[str, Path(pattern=SECRET_NAME_PATTERN, description="Secret name: A-Z, a-z, 0-9 and '_'")]
 
 
+# Padded standard base64 (RFC 4648 §4) of at least one byte, so that the documented form
+# is the accepted one: b64decode(validate=True) alone also takes stray '=' ("AAAA=").
+BASE64_PATTERN = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{4}|[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)$"
+
+
 class SecretPut(BaseModel):
-    """Exactly one of `value` (UTF-8 text) or `value_base64` (any bytes)."""
+    """Exactly one of `value` (UTF-8 text) or `value_base64` (any bytes), not empty. The
+    value may be at most max_secret_bytes (64 KiB by default) long; a longer one is a 413."""
 
-    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+    model_config = ConfigDict(
+        extra="forbid",
+        hide_input_in_errors=True,
+        # The rule `_one` enforces, stated in the schema clients and fuzzers read: exactly
+        # one of the two is a string (null counts as absent).
+        json_schema_extra={
+            "oneOf": [
+                {"required": ["value"], "properties": {"value": {"type": "string"}}},
+                {"required": ["value_base64"], "properties": {"value_base64": {"type": "string"}}},
+            ]
+        },
+    )
 
-    value: str | None = Field(default=None, description="The value as text. Never returned by any endpoint.")
-    value_base64: str | None = Field(default=None, description="The value as base64, for binary values.")
+    value: str | None = Field(default=None, min_length=1, description="The value as text. Never returned by any endpoint.")
+    value_base64: str | None = Field(
+        default=None, pattern=BASE64_PATTERN, description="The value as padded base64, for binary values."
+    )
 
     @model_validator(mode="after")
     def _one(self) -> SecretPut:
@@ -86,6 +105,17 @@ def _vault(ctx: Context) -> SecretVault:
     response_model=SecretOut,
     tags=["secrets"],
     dependencies=[allow("secrets.write")],
+    responses={
+        200: {"description": "A new version of an existing secret"},
+        201: {"model": SecretOut, "description": "The secret's first version"},
+        **errors(
+            400,
+            404,
+            (409, "The tenant has as many secrets as it may"),
+            (413, "The value is over max_secret_bytes"),
+            (422, "Invalid input: the name, or not exactly one non-empty value"),
+        ),
+    },
     summary="Set a secret's value (a new version); the value is never returned",
 )
 async def put_secret(tenant: str, name: SecretName, body: SecretPut, ctx: Ctx, response: Response) -> SecretOut:
@@ -100,6 +130,7 @@ async def put_secret(tenant: str, name: SecretName, body: SecretPut, ctx: Ctx, r
     response_model=list[SecretOut],
     tags=["secrets"],
     dependencies=[allow("secrets.list")],
+    responses=errors(404, 422),
     summary="List a tenant's secrets: names, versions, dates; never values",
 )
 async def list_secrets(tenant: str, ctx: Ctx) -> list[SecretOut]:
@@ -113,6 +144,7 @@ async def list_secrets(tenant: str, ctx: Ctx) -> list[SecretOut]:
     response_class=Response,
     tags=["secrets"],
     dependencies=[allow("secrets.delete")],
+    responses=errors(404, 422),
     summary="Delete a secret (running instances keep the value they started with)",
 )
 async def delete_secret(tenant: str, name: SecretName, ctx: Ctx) -> Response:
@@ -132,6 +164,7 @@ async def keyring_status(ctx: Ctx) -> KeyRingOut:
 
 @router.post(
     "/keyring/rotate", response_model=RotationOut, tags=["keyring"], dependencies=[allow("keyring.rotate")],
+    responses=errors((409, "The key ring cannot take a new key here (it is not a writable file)")),
     summary="Add a new KEK, re-wrap every data key under it, retire the old KEKs",
 )
 async def keyring_rotate(ctx: Ctx) -> RotationOut:

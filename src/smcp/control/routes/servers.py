@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response, status
 from smcp.control import deploy as deploying
 from smcp.control.auth import allow
 from smcp.control.context import Context, get_context
-from smcp.control.schemas import ERROR_RESPONSES, Deployment, InstanceOut, LogLineOut, RevisionOut, ServerOut
+from smcp.control.schemas import ERROR_RESPONSES, Deployment, InstanceOut, LogLineOut, RevisionOut, ServerOut, errors
 
 router = APIRouter(tags=["servers"], responses=ERROR_RESPONSES)
 Ctx = Annotated[Context, Depends(get_context)]
@@ -18,7 +18,11 @@ _BUNDLE_BODY = {
     "requestBody": {
         "required": True,
         "description": "The server bundle: a .tar.gz of a directory with smcp.toml at its root.",
-        "content": {"application/gzip": {"schema": {"type": "string", "format": "binary"}}},
+        # Every media type read_bundle takes, application/gzip (the one to send) first.
+        "content": {
+            media_type: {"schema": {"type": "string", "format": "binary"}}
+            for media_type in sorted(deploying.BUNDLE_MEDIA_TYPES, key=lambda t: t != "application/gzip")
+        },
     }
 }
 
@@ -29,6 +33,14 @@ _BUNDLE_BODY = {
     response_model=Deployment,
     openapi_extra=_BUNDLE_BODY,
     dependencies=[allow("servers.deploy")],
+    responses=errors(
+        (400, "Content-Length is not a number"),
+        404,
+        (409, "A concurrent deploy of the same server won"),
+        (413, "The bundle is over max_bundle_bytes"),
+        (415, "The body is not sent as a gzip bundle"),
+        (422, "The bundle, its smcp.toml or its build is invalid, or a secret it names is not set"),
+    ),
     summary="Deploy a bundle as a new live revision",
 )
 async def create_deployment(tenant: str, request: Request, ctx: Ctx) -> Deployment:
@@ -44,7 +56,10 @@ async def create_deployment(tenant: str, request: Request, ctx: Ctx) -> Deployme
 
 
 @router.get(
-    "/tenants/{tenant}/servers", response_model=list[ServerOut], dependencies=[allow("servers.list")]
+    "/tenants/{tenant}/servers",
+    response_model=list[ServerOut],
+    dependencies=[allow("servers.list")],
+    responses=errors(404, 422),
 )
 async def list_servers(tenant: str, ctx: Ctx) -> list[ServerOut]:
     await ctx.store.tenants.require(tenant)
@@ -57,7 +72,12 @@ async def list_servers(tenant: str, ctx: Ctx) -> list[ServerOut]:
     ]
 
 
-@router.get("/tenants/{tenant}/servers/{server}", response_model=ServerOut, dependencies=[allow("servers.read")])
+@router.get(
+    "/tenants/{tenant}/servers/{server}",
+    response_model=ServerOut,
+    dependencies=[allow("servers.read")],
+    responses=errors(404, 422),
+)
 async def get_server(tenant: str, server: str, ctx: Ctx) -> ServerOut:
     found = await ctx.store.servers.require(tenant, server)
     return ServerOut.of(
@@ -70,6 +90,7 @@ async def get_server(tenant: str, server: str, ctx: Ctx) -> ServerOut:
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
     dependencies=[allow("servers.delete")],
+    responses=errors(404, 422),
 )
 async def delete_server(tenant: str, server: str, ctx: Ctx) -> Response:
     await ctx.store.servers.require(tenant, server)
@@ -83,6 +104,7 @@ async def delete_server(tenant: str, server: str, ctx: Ctx) -> Response:
     "/tenants/{tenant}/servers/{server}/revisions",
     response_model=list[RevisionOut],
     dependencies=[allow("servers.read")],
+    responses=errors(404, 422),
 )
 async def list_revisions(tenant: str, server: str, ctx: Ctx) -> list[RevisionOut]:
     await ctx.store.servers.require(tenant, server)
@@ -93,6 +115,7 @@ async def list_revisions(tenant: str, server: str, ctx: Ctx) -> list[RevisionOut
     "/tenants/{tenant}/servers/{server}/instances",
     response_model=list[InstanceOut],
     dependencies=[allow("servers.read")],
+    responses=errors(404, 422),
 )
 async def list_instances(tenant: str, server: str, ctx: Ctx) -> list[InstanceOut]:
     await ctx.store.servers.require(tenant, server)
@@ -103,6 +126,7 @@ async def list_instances(tenant: str, server: str, ctx: Ctx) -> list[InstanceOut
     "/tenants/{tenant}/servers/{server}/logs",
     response_model=list[LogLineOut],
     dependencies=[allow("servers.logs")],
+    responses=errors(404, 422),
 )
 async def server_logs(
     tenant: str, server: str, ctx: Ctx, limit: Annotated[int, Query(ge=1, le=10_000)] = 200

@@ -11,7 +11,7 @@ from smcp.control.auth import allow, authenticate
 from smcp.control.errors import Forbidden
 from smcp.domain import Principal
 from smcp.control.context import Context, get_context
-from smcp.control.schemas import ERROR_RESPONSES, KeyCreate, KeyCreated, KeyOut, TenantCreate, TenantOut
+from smcp.control.schemas import ERROR_RESPONSES, KeyCreate, KeyCreated, KeyOut, TenantCreate, TenantOut, errors
 
 router = APIRouter(responses=ERROR_RESPONSES)
 Ctx = Annotated[Context, Depends(get_context)]
@@ -23,6 +23,7 @@ Ctx = Annotated[Context, Depends(get_context)]
     response_model=TenantOut,
     tags=["tenants"],
     dependencies=[allow("tenants.create")],
+    responses=errors(400, (409, "A tenant of that name exists"), 422),
 )
 async def create_tenant(body: TenantCreate, ctx: Ctx) -> TenantOut:
     return TenantOut.of(await ctx.store.tenants.create(body.name))
@@ -35,7 +36,13 @@ async def list_tenants(ctx: Ctx) -> list[TenantOut]:
     return [TenantOut.of(t) for t in await ctx.store.tenants.list()]
 
 
-@router.get("/tenants/{tenant}", response_model=TenantOut, tags=["tenants"], dependencies=[allow("tenants.read")])
+@router.get(
+    "/tenants/{tenant}",
+    response_model=TenantOut,
+    tags=["tenants"],
+    dependencies=[allow("tenants.read")],
+    responses=errors(404, 422),
+)
 async def get_tenant(tenant: str, ctx: Ctx) -> TenantOut:
     return TenantOut.of(await ctx.store.tenants.require(tenant))
 
@@ -46,6 +53,7 @@ async def get_tenant(tenant: str, ctx: Ctx) -> TenantOut:
     response_model=KeyCreated,
     tags=["keys"],
     dependencies=[allow("keys.create")],
+    responses=errors(400, 404, 422),
 )
 async def create_key(
     tenant: str, body: KeyCreate, ctx: Ctx, principal: Annotated[Principal, Depends(authenticate)]
@@ -61,7 +69,11 @@ async def create_key(
 
 
 @router.get(
-    "/tenants/{tenant}/keys", response_model=list[KeyOut], tags=["keys"], dependencies=[allow("keys.list")]
+    "/tenants/{tenant}/keys",
+    response_model=list[KeyOut],
+    tags=["keys"],
+    dependencies=[allow("keys.list")],
+    responses=errors(404, 422),
 )
 async def list_keys(tenant: str, ctx: Ctx) -> list[KeyOut]:
     await ctx.store.tenants.require(tenant)
@@ -74,6 +86,7 @@ async def list_keys(tenant: str, ctx: Ctx) -> list[KeyOut]:
     response_class=Response,
     tags=["keys"],
     dependencies=[allow("keys.revoke")],
+    responses=errors(404, 422),
 )
 async def revoke_key(tenant: str, key_id: str, ctx: Ctx) -> Response:
     await ctx.store.api_keys.revoke(tenant, key_id)
