@@ -86,6 +86,10 @@ class _StdoutLines(asyncio.subprocess.SubprocessStreamProtocol):
                 closed.exception()
 
 
+# How long an exited process's pipes may take to hand over what it wrote.
+_PIPES_DRAIN_S = 2.0
+
+
 class StdioProcess:
     """Owns the OS process: spawn, line framing, stderr capture, whole-tree kill.
 
@@ -214,11 +218,20 @@ class StdioProcess:
         assert self._proc is not None
         code = await self._proc.wait()
         self._exited(code)
-        # Let the pipes hand over what the child wrote before it exited.
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(
-                asyncio.gather(self._stdout_done, self._stderr_pump, return_exceptions=True), timeout=2
-            )
+        # Let the pipes hand over what the child wrote before it exited, for a while: a
+        # pipe a grandchild still holds open is not waited for. Not wait_for(gather(…)):
+        # cancelled (at shutdown, or by its timeout) that leaves a gathering future
+        # whose CancelledError nobody retrieves, and asyncio logs it as an error.
+        pipes = [p for p in (self._stdout_done, self._stderr_pump) if p is not None]
+        try:
+            if pipes:
+                await asyncio.wait(pipes, timeout=_PIPES_DRAIN_S)
+        finally:
+            for pipe in pipes:
+                if not pipe.done():
+                    pipe.cancel()
+                elif not pipe.cancelled() and pipe.exception() is not None:
+                    log.warning("reading the MCP server's output failed: %r", pipe.exception())
         return code
 
     def kill(self) -> None:
