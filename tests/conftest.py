@@ -1,14 +1,13 @@
 from __future__ import annotations
 
 import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.harness import EXAMPLES, Node, start_node
+from tests.harness import EXAMPLES, Node, own_node
 
 
 @pytest.fixture(scope="session")
@@ -16,14 +15,8 @@ def node() -> Iterator[Node]:
     """One SMCP node for the end-to-end suite."""
     if shutil.which("bwrap") is None:
         pytest.fail("bubblewrap is required (make test installs it)")
-    # Sandbox uids bind their bundles from under here, so every parent must be
-    # traversable by them (pytest's own temp root is 0700).
-    base = Path(tempfile.mkdtemp(prefix="smcp-test-"))
-    base.chmod(0o711)
-    n = start_node(base / "data", request_timeout_s="8", max_message_bytes=str(1024 * 1024), max_pending_per_session="8")
-    yield n
-    n.stop()
-    shutil.rmtree(base, ignore_errors=True)
+    with own_node("smcp-test-", request_timeout_s="8", max_message_bytes=str(1024 * 1024), max_pending_per_session="8") as n:
+        yield n
 
 
 @dataclass

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -132,6 +136,25 @@ def start_node(data_dir: Path, **settings: str) -> Node:
         time.sleep(0.1)
     node.stop()
     raise RuntimeError(f"smcp serve did not become healthy:\n{node.log_text()}")
+
+
+@contextmanager
+def own_node(prefix: str, **settings: str) -> Iterator[Node]:
+    """A node of its own, with its data in a fresh directory removed after it stops.
+
+    Sandbox uids bind their bundles from under that directory, so it must be
+    traversable by them (pytest's own temp root is 0700).
+    """
+    base = Path(tempfile.mkdtemp(prefix=prefix))
+    base.chmod(0o711)
+    try:
+        node = start_node(base / "data", **settings)
+        try:
+            yield node
+        finally:
+            node.stop()
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def sandbox_pids(uid: int) -> list[int]:

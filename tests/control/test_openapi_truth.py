@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +20,7 @@ import httpx
 import jsonschema_rs  # schemathesis validates with it and installs it
 import pytest
 
-from tests.harness import Node, start_node
+from tests.harness import Node, own_node
 
 HERE = Path(__file__).resolve().parent
 SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
@@ -31,15 +29,9 @@ JSON = "application/json"
 
 @pytest.fixture(scope="module")
 def live() -> Iterator[Node]:
-    base = Path(tempfile.mkdtemp(prefix="smcp-openapi-"))
-    base.chmod(0o711)  # sandbox uids reach bundles under here, as in tests/conftest.py
-    node = start_node(base / "data")
-    try:
+    with own_node("smcp-openapi-") as node:
         node.create_tenant("acme")
         yield node
-    finally:
-        node.stop()
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_schemathesis_finds_no_disagreement(live: Node, tmp_path: Path) -> None:

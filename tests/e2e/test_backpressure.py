@@ -5,18 +5,15 @@ and what waits times out like any unanswered request."""
 from __future__ import annotations
 
 import concurrent.futures
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from tests.conftest import Hosted
-from tests.harness import EXAMPLES, Node, start_node
+from tests.harness import EXAMPLES, own_node
 
 MODERN = "2026-07-28"
 TIMEOUT_S = 3.0
@@ -25,18 +22,12 @@ QUEUE = 256 * 1024
 
 @pytest.fixture(scope="module")
 def hosted() -> Iterator[Hosted]:
-    base = Path(tempfile.mkdtemp(prefix="smcp-backpressure-"))
-    base.chmod(0o711)
-    node: Node = start_node(base / "data", request_timeout_s=str(TIMEOUT_S), instance_stdin_queue_bytes=str(QUEUE))
-    try:
+    with own_node("smcp-backpressure-", request_timeout_s=str(TIMEOUT_S), instance_stdin_queue_bytes=str(QUEUE)) as node:
         node.create_tenant("slow")
         key = node.create_key("slow")["token"]
         r = node.deploy("slow", EXAMPLES / "probe")
         assert r.status_code == 201, r.text
         yield Hosted("slow", r.json()["server"], key, node.mcp_url("slow", r.json()["server"]))
-    finally:
-        node.stop()
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def _call(hosted: Hosted, name: str, arguments: dict[str, Any], id: int = 1) -> httpx.Response:

@@ -2,32 +2,23 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from tests.conftest import Hosted
 from tests.e2e.probe_client import ProbeSession
-from tests.harness import EXAMPLES, Node, start_node
+from tests.harness import EXAMPLES, Node, own_node
 
 RESET_S = 1.5
 
 
 @pytest.fixture(scope="module")
 def strict_node() -> Iterator[Node]:
-    base = Path(tempfile.mkdtemp(prefix="smcp-budget-"))
-    base.chmod(0o711)
     # One restart in a row allowed; a process that ran RESET_S earns it back.
-    node = start_node(base / "data", restart_max="1", restart_backoff_s="0.1", restart_budget_reset_s=str(RESET_S))
-    try:
+    with own_node("smcp-budget-", restart_max="1", restart_backoff_s="0.1", restart_budget_reset_s=str(RESET_S)) as node:
         yield node
-    finally:
-        node.stop()
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def _hosted(node: Node, tenant: str) -> Hosted:

@@ -9,17 +9,14 @@ session gives way, and only an owner whose sessions are all in use is refused (4
 from __future__ import annotations
 
 import contextlib
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.harness import EXAMPLES, Node, start_node
+from tests.harness import EXAMPLES, Node, own_node
 
 ACCEPT = "application/json, text/event-stream"
 LEGACY = "2025-11-25"
@@ -27,20 +24,14 @@ LEGACY = "2025-11-25"
 
 @pytest.fixture(scope="module")
 def small_node() -> Iterator[Node]:
-    base = Path(tempfile.mkdtemp(prefix="smcp-shares-"))
-    base.chmod(0o711)
-    node = start_node(
-        base / "data", max_sessions="6", max_sessions_per_tenant="4", max_sessions_per_principal="3",
+    with own_node(
+        "smcp-shares-", max_sessions="6", max_sessions_per_tenant="4", max_sessions_per_principal="3",
         session_idle_timeout_s="2",
-    )
-    try:
+    ) as node:
         for tenant in ("greedy", "bystander"):
             node.create_tenant(tenant)
             assert node.deploy(tenant, EXAMPLES / "probe").status_code == 201
         yield node
-    finally:
-        node.stop()
-        shutil.rmtree(base, ignore_errors=True)
 
 
 class Client:

@@ -15,6 +15,7 @@ from smcp.store.identity import Client
 SCOPES_SUPPORTED = (MCP_SCOPE, OFFLINE_SCOPE)
 GRANT_TYPES = ("authorization_code", "refresh_token")
 AUTH_METHODS = ("none", "client_secret_basic", "client_secret_post")
+MAX_REDIRECT_URI_LENGTH = 2000
 
 
 def valid_redirect_uri(uri: str) -> bool:
@@ -23,7 +24,7 @@ def valid_redirect_uri(uri: str) -> bool:
         parts = urlsplit(uri)
     except ValueError:
         return False
-    if parts.fragment or "#" in uri or len(uri) > 2000:
+    if parts.fragment or "#" in uri or len(uri) > MAX_REDIRECT_URI_LENGTH:
         return False
     if parts.scheme == "https":
         return bool(parts.hostname)

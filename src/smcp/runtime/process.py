@@ -230,8 +230,8 @@ class StdioProcess:
             for pipe in pipes:
                 if not pipe.done():
                     pipe.cancel()
-                elif not pipe.cancelled() and pipe.exception() is not None:
-                    log.warning("reading the MCP server's output failed: %r", pipe.exception())
+                elif not pipe.cancelled() and (failure := pipe.exception()) is not None:
+                    log.warning("reading the MCP server's output failed: %r", failure)
         return code
 
     def kill(self) -> None:

@@ -11,7 +11,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from smcp.auth import passwords, roles
 from smcp.auth.errors import OAuthError
-from smcp.auth.registration import AUTH_METHODS, GRANT_TYPES, client_from_metadata, registration_response
+from smcp.auth.registration import (
+    AUTH_METHODS,
+    GRANT_TYPES,
+    MAX_REDIRECT_URI_LENGTH,
+    client_from_metadata,
+    registration_response,
+)
 from smcp.control.auth import allow, authenticate
 from smcp.control.context import Context, get_context
 from smcp.control.errors import BadRequest, Forbidden
@@ -70,7 +76,6 @@ REDIRECT_URI_PATTERN = (
     r'|[a-z][a-z0-9+-]*(?:\.[a-z0-9+-]+)+:[!-"$-Z^-~]*)$'
 )
 _REDIRECT_URI = re.compile(REDIRECT_URI_PATTERN)
-_REDIRECT_URI_MAX = 2000  # as valid_redirect_uri
 
 
 class ClientCreate(BaseModel):
@@ -85,7 +90,7 @@ class ClientCreate(BaseModel):
         Annotated[
             str,
             Field(
-                json_schema_extra={"pattern": REDIRECT_URI_PATTERN, "maxLength": _REDIRECT_URI_MAX},
+                json_schema_extra={"pattern": REDIRECT_URI_PATTERN, "maxLength": MAX_REDIRECT_URI_LENGTH},
                 description="https, http to localhost/127.0.0.1/[::1], or a private-use scheme (com.example.app:/cb); "
                 "no fragment",
             ),
